@@ -1,0 +1,3 @@
+#include <cstdio>
+#include "xent/version.h"
+int main() { std::printf("xent %s\n", XENT_VERSION_STRING); }
