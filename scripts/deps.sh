@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages xent needs (idempotent: apt runs only when
+# something is missing). Run as root on Debian bookworm.
+set -euo pipefail
+
+PACKAGES=(
+  cmake g++ make pkg-config
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libhwy-dev libopenblas-dev libopenblas-openmp-dev
+  libcli11-dev libfmt-dev nlohmann-json3-dev librapidcheck-dev
+  pybind11-dev python3-pybind11 python3-dev python3-numpy python3-torch python3-pytest
+  python3-sklearn
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
