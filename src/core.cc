@@ -10,9 +10,9 @@
 //   * (m − z_i) is computed in double from float inputs, which is exact for
 //     any two floats within a factor 2^29 of each other and otherwise within
 //     half an ulp of double.
-//   * KL is summed as Σ [p log(p/q) − p + q] + (Σp − Σq): every bracket is
-//     ≥ 0, so no cancellation between terms; the bracket itself uses a series
-//     when p ≈ q.
+//   * KL is summed as Σ [p log(p/q) − p + q]: every bracket is ≥ 0, so no
+//     cancellation between terms and the result is ≥ 0, = 0 iff p = q; the
+//     bracket itself uses a series when p ≈ q.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -76,8 +76,15 @@ void require_softmax_defined(const RowMax<T>& rm, const char* fn) {
                  ": every logit is -inf, so the softmax is 0/0 and undefined");
 }
 
-// f(r) = (1 + r) log1p(r) − r ≥ 0, accurate for small r.
-Acc bregman_log(Acc r) {
+// The KL bracket p log(p/q) − p + q ≥ 0 for p, q > 0. For q/2 < p < 2q it
+// is q·f(r), f(r) = (1 + r) log1p(r) − r, r = (p − q)/q, where p − q is
+// exact (Sterbenz), with a series near r = 0. Outside that band it is
+// p·log(p/q) + (q − p), whose terms cancel by at most a factor ~4 there: the
+// f(r) form fails at the ends, 1 + r rounding to 0 when p ≪ q (0·(−inf) =
+// NaN for p = 1e-45, q = 0.5; found by extremes_test, Denormals) and
+// (1 + r)·log1p(r) overflowing when q ≪ p.
+Acc kl_bracket(Acc p, Acc q) {
+  const Acc r = (p - q) / q;
   if (std::fabs(r) < 0.0625) {
     // Σ_{k≥2} (−1)^k r^k / (k (k − 1)); |r| < 1/16 → 14 terms reach 1e-17.
     Acc term = r * r, sum = 0;
@@ -85,9 +92,15 @@ Acc bregman_log(Acc r) {
       sum += term / (Acc(k) * (k - 1));
       term *= -r;
     }
-    return sum;
+    return q * sum;
   }
-  return (1 + r) * std::log1p(r) - r;
+  if (r > -0.5 && r < 1) return q * ((1 + r) * std::log1p(r) - r);
+  // log p − log q where p/q over- or underflows (q or p subnormal in double).
+  const Acc ratio = p / q;
+  const Acc log_ratio = std::isfinite(ratio) && ratio >= std::numeric_limits<Acc>::min()
+                            ? std::log(ratio)
+                            : std::log(p) - std::log(q);
+  return p * log_ratio + (q - p);
 }
 
 }  // namespace
@@ -156,23 +169,24 @@ T kl_divergence(std::span<const T> p, std::span<const T> q, Unit unit) {
   detail::require_same_size(p.size(), q.size(), "kl_divergence", "p", "q");
   detail::require_distribution(p, "kl_divergence", "p");
   detail::require_distribution(q, "kl_divergence", "q");
-  detail::NeumaierSum brackets, mass_diff;
+  detail::NeumaierSum brackets;
   for (std::size_t i = 0; i < p.size(); ++i) {
     const Acc pi = p[i], qi = q[i];
-    mass_diff.add(pi - qi);
     if (pi == 0) {
       brackets.add(qi);  // p log(p/q) − p + q with p = 0
       continue;
     }
     if (qi == 0) return std::numeric_limits<T>::infinity();
-    // p log(p/q) − p + q = q·f((p − q)/q), f(r) = (1 + r) log1p(r) − r.
-    // For p ≥ q/2 the difference p − q is exact (Sterbenz).
-    const Acc r = (pi - qi) / qi;
-    brackets.add(qi * bregman_log(r));
+    brackets.add(kl_bracket(pi, qi));
   }
-  // Σ p log(p/q) = Σ brackets + Σ p − Σ q: the literal definition, also for
-  // vectors normalized only to within the tolerance.
-  const Acc kl = brackets.value() + mass_diff.value();
+  // Σ brackets is the KL of two distributions (Σ p − Σ q = 0 cancels out of
+  // it). The literal Σ p log(p/q) would add (Σ p − Σ q) back, which for
+  // vectors normalized only to within the tolerance is a rounding residual of
+  // either sign: q = p moved by one ulp gave KL ≈ −2e-9 in float (found by
+  // properties_test, KLIsNonNegativeAndZeroIffEqual). Dropping it keeps the
+  // documented KL ≥ 0, = 0 iff p = q, and changes the value by at most
+  // |Σ p − Σ q| ≤ 2·NormTolerance(K).
+  const Acc kl = brackets.value();
   return static_cast<T>(to_unit(kl, unit));
 }
 
@@ -191,7 +205,11 @@ T cross_entropy_from_logits(std::span<const T> p, std::span<const T> logits,
     if (p[i] == 0) continue;
     const Acc zi = logits[i];
     if (zi == -kInf) return std::numeric_limits<T>::infinity();
-    gap.add(Acc(p[i]) * (rm.max - zi));
+    // m − z_i overflows double for double logits near ±DBL_MAX although
+    // p_i·(m − z_i) may not ([DBL_MAX, −DBL_MAX, 0] with p = [.5, .25, .25]
+    // has H = 0.75·DBL_MAX; found by extremes_test, HugeLogits): halve first.
+    const Acc d = rm.max - zi;
+    gap.add(std::isinf(d) ? 2 * (Acc(p[i]) * (rm.max / 2 - zi / 2)) : Acc(p[i]) * d);
     mass.add(p[i]);
   }
   return static_cast<T>(to_unit(gap.value() + mass.value() * log_total, unit));
@@ -218,8 +236,19 @@ void cross_entropy_grad(std::span<const T> p, std::span<const T> logits,
   detail::require_distribution(p, fn, "p");
   const auto rm = checked_max(logits, fn);
   require_softmax_defined(rm, fn);
-  const Acc total = exp_sum(logits, rm).total();
+  const auto sum = exp_sum(logits, rm);
+  const Acc total = sum.total();
   for (std::size_t i = 0; i < logits.size(); ++i) {
+    if (i == rm.argmax) {
+      // q_m − p_m with q_m = 1/S, S = 1 + rest, as ((1 − p_m) − p_m·rest)/S:
+      // q_m rounds to 1 when rest < 1e-16, and q_m − p_m would lose every
+      // digit of a confident row's gradient (p one-hot on the argmax gave 0
+      // instead of −rest/S; found by properties_test, GradientsSumToZero).
+      // 1 − p_m is exact for p_m ≥ 1/2, so only a true cancellation remains.
+      const Acc pm = p[i];
+      grad[i] = static_cast<T>(((1 - pm) - pm * sum.rest) / total);
+      continue;
+    }
     const Acc q = std::exp(Acc(logits[i]) - rm.max) / total;
     grad[i] = static_cast<T>(q - Acc(p[i]));
   }

@@ -12,8 +12,9 @@
 // compensated (Neumaier) summation and with log1p where the sum is close to 1.
 // Results for float are within 5e-7 relative or 1e-7 absolute (whichever is
 // looser) of the long-double reference on every input the tests cover
-// (|logits| up to FLT_MAX, -inf masks, denormals, K up to 2^20). Results for
-// double are within ~1e-14 relative of it.
+// (|logits| up to FLT_MAX, -inf masks, denormals, K up to 2^20); measured:
+// at most 6e-8 relative, about half an ulp. Results for double are within
+// 1e-13 relative or 1e-15 absolute of it (measured: at most 7e-15).
 //
 // Edge semantics (decided here, and tested):
 //   * 0 · log 0 = 0: a class with p = 0 contributes nothing, even where q = 0
@@ -81,6 +82,10 @@ T cross_entropy(std::span<const T> p, std::span<const T> q,
                 Unit unit = Unit::kNats);
 
 // KL(p‖q) = Σ p_i log(p_i / q_i) ≥ 0, = 0 iff p = q. Same rules as above.
+// Computed as Σ [p_i log(p_i/q_i) − p_i + q_i], whose terms are all ≥ 0 (no
+// cancellation, and never a tiny negative result); this equals the literal
+// sum for normalized p and q, and differs from it by Σq − Σp (at most
+// 2·NormTolerance) for vectors normalized only within the tolerance.
 template <class T>
 T kl_divergence(std::span<const T> p, std::span<const T> q,
                 Unit unit = Unit::kNats);

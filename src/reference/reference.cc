@@ -27,10 +27,27 @@ Row softmax(const Row& z) {
   return q;
 }
 
+// The max and log Σ exp(z − m) of a row (not all -inf).
+struct Shift {
+  Real m = -kInf;
+  Real log_s = 0;
+};
+static Shift shift_of(const Row& z) {
+  Shift r;
+  for (Real v : z) r.m = std::max(r.m, v);
+  Real s = 0;
+  for (Real v : z) s += std::exp(v - r.m);
+  r.log_s = std::log(s);
+  return r;
+}
+
+// z_i − lse as (z_i − m) − log s, not z_i − (m + log s): for |z| ≳ 1e19 the
+// sum m + log s rounds to m even in long double, and z_i − lse would lose the
+// log s entirely (a tie of two logits at 1e30 gave 0 instead of −log 2).
 Row log_softmax(const Row& z) {
-  const Real lse = logsumexp(z);
+  const Shift sh = shift_of(z);
   Row out(z.size());
-  for (std::size_t i = 0; i < z.size(); ++i) out[i] = z[i] - lse;
+  for (std::size_t i = 0; i < z.size(); ++i) out[i] = (z[i] - sh.m) - sh.log_s;
   return out;
 }
 
@@ -61,20 +78,22 @@ Real kl_divergence(const Row& p, const Row& q) {
   return kl;
 }
 
+// lse − z_i as (m − z_i) + log s, for the reason given at log_softmax.
 Real cross_entropy_from_logits(const Row& p, const Row& z) {
-  const Real lse = logsumexp(z);
+  const Shift sh = shift_of(z);
   Real h = 0;
   for (std::size_t i = 0; i < p.size(); ++i) {
     if (p[i] == 0) continue;
     if (z[i] == -kInf) return kInf;
-    h += p[i] * (lse - z[i]);
+    h += p[i] * ((sh.m - z[i]) + sh.log_s);
   }
   return h;
 }
 
 Real cross_entropy_from_logits(std::size_t target, const Row& z) {
   if (z[target] == -kInf) return kInf;
-  return logsumexp(z) - z[target];
+  const Shift sh = shift_of(z);
+  return (sh.m - z[target]) + sh.log_s;
 }
 
 Row cross_entropy_grad(const Row& p, const Row& z) {
