@@ -12,6 +12,23 @@
 // Semantics follow torch.nn.functional.cross_entropy wherever PyTorch has the
 // feature (see docs/semantics.md for every formula), and are documented below
 // where it does not.
+//
+// Accuracy: logits of every dtype are computed in float32 (float64 for
+// float64 logits) with fp64 accumulation of every sum (at most 4 non-negative
+// terms are added in float32 before widening); float32 results are
+// within 5e-7 relative or 1e-7 absolute of the long-double reference at any
+// V (tested to 262144), and float64 ones within ~1e-11. The gradient of the
+// true class, q_t − 1, is computed as −Σ_{j≠t} q_j (no cancellation), also
+// when written as bfloat16.
+//
+// Speed: float32 rows run one SIMD pass (running max and Σexp, the exps kept
+// in a per-thread cache-resident buffer) and one gradient pass that streams
+// the gradient out (non-temporal stores for outputs ≥ 16 MiB). Short float32
+// rows (V ≤ 32, float32 targets) run one row per SIMD lane instead. Other
+// dtypes are staged through float32 per chunk. softcap, temperature ≠ 1 and
+// focal_gamma > 0 take a scalar float64 path (correct, not fast).
+//
+// On Error, nothing is returned and the outputs may be partially written.
 #pragma once
 
 #include <cstddef>
@@ -68,13 +85,19 @@ enum class EmptyMean {
 struct CrossEntropyOptions {
   Reduction reduction = Reduction::kMean;
   // Rows whose index target equals ignore_index contribute nothing (loss 0,
-  // gradient 0, not counted). Only for index targets. Any other target
-  // outside [0, V) is Error(kTargetOutOfRange) naming the row and the value.
+  // gradient 0, not counted) and are not inspected (a NaN there is not an
+  // error; its row_lse is then NaN). Only for index targets (soft targets
+  // ignore it). Any other target outside [0, V) is Error(kTargetOutOfRange)
+  // naming the row and the value, raised before anything is written.
   std::int64_t ignore_index = -100;
   // Class weights w_c (V entries, finite, ≥ 0), or nullptr for all ones.
   // Index targets: row loss = Σ_c w_c·t'_c·(−log q_c) with t' the (smoothed)
   // one-hot; mean divides by Σ_n w[y_n] over non-ignored rows (PyTorch).
   // Soft targets: row loss = Σ_c w_c·t'_c·(−log q_c); mean divides by N.
+  // A class with w_c·t'_c = 0 contributes 0 even where its logit is -inf
+  // (PyTorch gives NaN there: 0·∞); a class with w_c·t'_c > 0 and logit -inf
+  // makes the loss +inf. If Σ w[y_n] = 0 under mean, the CE part follows
+  // empty_mean (PyTorch: NaN).
   const float* class_weight = nullptr;
   double label_smoothing = 0.0;                  // ε in [0, 1]
   Smoothing smoothing = Smoothing::kUniform;     // see xent/smoothing.h
@@ -122,10 +145,15 @@ struct CrossEntropyResult {
 };
 
 // Fused forward (+ backward when outputs.grad.data != nullptr).
-// Errors: shape mismatch, empty V, NaN / +inf logits (naming row and column),
-// out-of-range targets, invalid soft target rows, bad options. N = 0 is legal
-// (loss 0, or NaN for mean with EmptyMean::kNaN). A row whose transformed
-// logits are all -inf: Error(kUndefined) naming the row (unless ignored).
+// Errors: shape mismatch, V = 0 (Error(kEmpty), even when N = 0), NaN / +inf
+// logits (Error(kNonFinite) naming row and column), out-of-range targets,
+// invalid soft target rows (naming row and column, or the row's sum), bad
+// options, a gradient that overlaps the logits without being exactly them.
+// N = 0 is legal (loss 0, or NaN for mean with EmptyMean::kNaN). A row whose
+// transformed logits are all -inf: Error(kUndefined) naming the row (unless
+// ignored). -inf logits elsewhere are masks (probability 0); +inf is an error.
+// correct counts index-target rows only (0 for soft targets); argmax is the
+// first index of the maximum, as torch.argmax.
 CrossEntropyResult cross_entropy_loss(const MatrixView& logits,
                                       const Targets& targets,
                                       const CrossEntropyOptions& options,
@@ -134,7 +162,12 @@ CrossEntropyResult cross_entropy_loss(const MatrixView& logits,
 // Backward from a saved per-row lse (as autograd needs when the upstream
 // gradient is only known later): grad = d(loss)/d(logits) · upstream, where
 // upstream is one scalar (row_upstream == nullptr, use options.grad_scale) or
-// N per-row values (reduction none). Reads the logits once, writes grad once.
+// N per-row values (reduction none; Error otherwise), times grad_scale.
+// Reads the logits once, writes grad once. row_lse may be nullptr: the
+// statistics are recomputed from the row while it is in cache (the same
+// kernels as the forward, so the gradient has the same bits as the fused
+// call's), which costs no extra memory traffic; a saved lse is accepted but
+// not needed.
 void cross_entropy_backward(const MatrixView& logits, const Targets& targets,
                             const float* row_lse,
                             const CrossEntropyOptions& options,
@@ -145,7 +178,12 @@ void cross_entropy_backward(const MatrixView& logits, const Targets& targets,
 // Binary cross-entropy with logits, multi-label N×C (PyTorch semantics):
 //   l_nc = −w_nc·[pw_c·y_nc·log σ(x_nc) + (1 − y_nc)·log σ(−x_nc)]
 // weight broadcasts (nullptr, C per-class values, or N×C), pos_weight is C
-// per-class values; mean averages over N·C elements.
+// per-class values; mean averages over N·C elements (N·C = 0: NaN, as
+// PyTorch). ±inf logits give the limits (0 or +inf); NaN logits are
+// Error(kNonFinite) and targets outside [0, 1] Error(kNotDistribution), both
+// naming row and column. float32 inputs take a SIMD path computing the
+// rearranged, cancellation-free form
+//   l = w·[lw·log1p(e^{−|x|}) + (x ≥ 0 ? (1 − y)x : −pw·y·x)],  lw = 1 + (pw − 1)y.
 struct BceOptions {
   Reduction reduction = Reduction::kMean;
   MatrixView weight;                // data nullptr: none; rows 1: per class
@@ -167,6 +205,8 @@ double binary_cross_entropy_with_logits_loss(const MatrixView& logits,
 // p (or log p with log_target). Pointwise l = p·(log p − input), with
 // 0·log 0 = 0; reductions none / sum / mean (over elements) / batchmean
 // (sum / N, the true KL per row). Gradient with respect to input: −p.
+// NaN inputs, and targets that are negative or NaN (log_target: NaN or +inf),
+// are errors naming row and column; an input of -inf where p > 0 gives +inf.
 enum class KlReduction { kNone, kSum, kMean, kBatchMean };
 struct KlDivOptions {
   KlReduction reduction = KlReduction::kBatchMean;

@@ -1,0 +1,125 @@
+#include "bandwidth.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "bandwidth.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xent::bench::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Σ src[0, n) with 4 independent accumulators (enough to saturate memory).
+double SumRange(const float* HWY_RESTRICT src, size_t n) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  size_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    a0 = hn::Add(a0, hn::LoadU(d, src + i));
+    a1 = hn::Add(a1, hn::LoadU(d, src + i + L));
+    a2 = hn::Add(a2, hn::LoadU(d, src + i + 2 * L));
+    a3 = hn::Add(a3, hn::LoadU(d, src + i + 3 * L));
+  }
+  double s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  for (; i < n; ++i) s += src[i];
+  return s;
+}
+
+// dst = src with non-temporal stores where dst is vector-aligned.
+void StreamRange(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  size_t i = 0;
+  while (i < n && reinterpret_cast<uintptr_t>(dst + i) % (L * sizeof(float)) != 0) {
+    dst[i] = src[i];
+    ++i;
+  }
+  for (; i + 2 * L <= n; i += 2 * L) {
+    hn::Stream(hn::LoadU(d, src + i), d, dst + i);
+    hn::Stream(hn::LoadU(d, src + i + L), d, dst + i + L);
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+double ReadSumImpl(const float* src, size_t n, int threads) {
+  double total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    const size_t t = static_cast<size_t>(omp_get_thread_num());
+    const size_t nt = static_cast<size_t>(omp_get_num_threads());
+    const size_t b = n * t / nt, e = n * (t + 1) / nt;
+    total += SumRange(src + b, e - b);
+  }
+  return total;
+}
+
+void StreamCopyImpl(const float* src, float* dst, size_t n, int threads) {
+#pragma omp parallel num_threads(threads)
+  {
+    const size_t t = static_cast<size_t>(omp_get_thread_num());
+    const size_t nt = static_cast<size_t>(omp_get_num_threads());
+    const size_t b = n * t / nt, e = n * (t + 1) / nt;
+    StreamRange(src + b, dst + b, e - b);
+    hwy::FlushStream();
+  }
+}
+
+double RowCeilingImpl(const float* src, float* dst, size_t rows, size_t cols, int threads) {
+  double total = 0;
+  if (rows == 1) {  // one row: split it, as the loss does
+    const size_t n = cols;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      const size_t t = static_cast<size_t>(omp_get_thread_num());
+      const size_t nt = static_cast<size_t>(omp_get_num_threads());
+      const size_t b = n * t / nt, e = n * (t + 1) / nt;
+      total += SumRange(src + b, e - b);
+      StreamRange(src + b, dst + b, e - b);
+      hwy::FlushStream();
+    }
+    return total;
+  }
+  // Short rows are taken a tile of rows at a time (≥ 8192 floats), as the
+  // one-row-per-lane loss kernel does.
+  const size_t group = cols >= 8192 ? 1 : 8192 / cols;
+  const size_t units = (rows + group - 1) / group;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+#pragma omp for schedule(static)
+    for (size_t u = 0; u < units; ++u) {
+      const size_t r0 = u * group, r1 = std::min(rows, r0 + group);
+      total += SumRange(src + r0 * cols, (r1 - r0) * cols);
+      StreamRange(src + r0 * cols, dst + r0 * cols, (r1 - r0) * cols);
+    }
+    hwy::FlushStream();
+  }
+  return total;
+}
+
+}  // namespace xent::bench::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace xent::bench {
+HWY_EXPORT(ReadSumImpl);
+HWY_EXPORT(StreamCopyImpl);
+HWY_EXPORT(RowCeilingImpl);
+
+double ReadSum(const float* src, std::size_t n, int threads) {
+  return HWY_DYNAMIC_DISPATCH(ReadSumImpl)(src, n, threads);
+}
+void StreamCopy(const float* src, float* dst, std::size_t n, int threads) {
+  HWY_DYNAMIC_DISPATCH(StreamCopyImpl)(src, dst, n, threads);
+}
+double RowCeiling(const float* src, float* dst, std::size_t rows, std::size_t cols, int threads) {
+  return HWY_DYNAMIC_DISPATCH(RowCeilingImpl)(src, dst, rows, cols, threads);
+}
+}  // namespace xent::bench
+#endif

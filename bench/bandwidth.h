@@ -1,0 +1,17 @@
+// STREAM-like bandwidth kernels (SIMD, runtime dispatch, OpenMP static
+// partition) that bound what any cross-entropy kernel can reach:
+//   read:   Σ of an array (bytes = n·4)
+//   copy:   dst = src with streaming stores (bytes = 2·n·4)
+//   row-wise ceiling: per row, read the row, then rewrite it from cache into
+//           dst with streaming stores — a fused per-row kernel minus the math.
+#pragma once
+
+#include <cstddef>
+
+namespace xent::bench {
+
+double ReadSum(const float* src, std::size_t n, int threads);
+void StreamCopy(const float* src, float* dst, std::size_t n, int threads);
+double RowCeiling(const float* src, float* dst, std::size_t rows, std::size_t cols, int threads);
+
+}  // namespace xent::bench

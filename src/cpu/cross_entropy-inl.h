@@ -1,0 +1,440 @@
+// Per-target SIMD code of the fused cross-entropy (see kernels.h for the
+// contract). Re-included once per target by kernels.cc; the include guard is
+// Highway's toggle idiom.
+#if defined(XENT_CPU_CROSS_ENTROPY_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef XENT_CPU_CROSS_ENTROPY_INL_H_
+#undef XENT_CPU_CROSS_ENTROPY_INL_H_
+#else
+#define XENT_CPU_CROSS_ENTROPY_INL_H_
+#endif
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu/kernels.h"
+#include "hwy/cache_control.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xent::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// ptr + i where the pointer is in use (never offsets a null pointer).
+template <bool kUse, class T>
+HWY_INLINE const T* At(const T* ptr, size_t i) {
+  return kUse ? ptr + i : nullptr;
+}
+
+// exp(x) for x ≤ 0 (the only arguments the kernels use: z − running max),
+// accurate to ~1 ulp, cheaper than hwy::Exp (no two-step 2^n reconstruction,
+// one clamp): n = round(x·log2 e) by the 1.5·2^23 trick, r = x − n·ln 2 in
+// two parts (Cody–Waite), e^r = 1 + r + r²·P5(r) (Cephes expf minimax), and
+// 2^n added to the exponent field (AVX-512: vscalefps). x < −86.6 (e^x <
+// 2.4e-38, below the normal range) gives 0 (AVX-512: the exact subnormal).
+// float64 uses hwy::Exp.
+template <class D>
+HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modified
+  using T = hn::TFromD<D>;
+  if constexpr (sizeof(T) == 8) {
+    return hn::Exp(d, x);
+  } else {
+#if HWY_TARGET <= HWY_AVX3
+    // AVX-512: vscalefps does the 2^n scaling (with correct underflow to
+    // subnormals and 0), so no integer exponent arithmetic and no mask.
+    x = hn::Max(x, hn::Set(d, -104.0f));  // -inf → a finite argument whose exp is 0
+    const auto n = hn::Round(hn::Mul(x, hn::Set(d, 1.44269504088896341f)));
+#else
+    const hn::RebindToSigned<D> di;
+    const auto kMagic = hn::Set(d, 12582912.0f);  // 1.5·2^23
+    const auto t = hn::MulAdd(x, hn::Set(d, 1.44269504088896341f), kMagic);
+    const auto n = hn::Sub(t, kMagic);
+#endif
+    auto r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), x);
+    r = hn::NegMulAdd(n, hn::Set(d, -2.12194440e-4f), r);
+    auto p = hn::Set(d, 1.9875691500e-4f);
+    p = hn::MulAdd(p, r, hn::Set(d, 1.3981999507e-3f));
+    p = hn::MulAdd(p, r, hn::Set(d, 8.3334519073e-3f));
+    p = hn::MulAdd(p, r, hn::Set(d, 4.1665795894e-2f));
+    p = hn::MulAdd(p, r, hn::Set(d, 1.6666665459e-1f));
+    p = hn::MulAdd(p, r, hn::Set(d, 5.0000001201e-1f));
+    const auto r2 = hn::Mul(r, r);
+    const auto er = hn::Add(hn::MulAdd(r2, p, r), hn::Set(d, 1.0f));
+#if HWY_TARGET <= HWY_AVX3
+    return hn::Vec<D>{_mm512_scalef_ps(er.raw, n.raw)};
+#else
+    const auto ni = hn::Sub(hn::BitCast(di, t), hn::BitCast(di, kMagic));
+    const auto y = hn::BitCast(d, hn::Add(hn::BitCast(di, er), hn::ShiftLeft<23>(ni)));
+    return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -86.6f)), y);
+#endif
+  }
+}
+
+// fp64 accumulators for a vector of T: float lanes are widened (two halves),
+// so that Σ exp over 256k terms keeps ~1e-16 relative error instead of
+// float32's ~1e-7·sqrt(n). double lanes are added as they are.
+template <class D>
+struct Wide {
+  using T = hn::TFromD<D>;
+#if HWY_TARGET == HWY_SCALAR
+  using DW = hn::Rebind<double, D>;  // one lane: widen it whole
+#else
+  using DW = hn::Repartition<double, D>;
+#endif
+  using VW = hn::Vec<DW>;
+  VW lo, hi;
+  explicit Wide(D) : lo(hn::Zero(DW())), hi(hn::Zero(DW())) {}
+  HWY_INLINE void Add(D d, hn::Vec<D> v) {
+    if constexpr (sizeof(T) == 4) {
+#if HWY_TARGET == HWY_SCALAR
+      lo = hn::Add(lo, hn::PromoteTo(DW(), v));
+#else
+      const hn::Half<D> dh;
+      lo = hn::Add(lo, hn::PromoteTo(DW(), hn::LowerHalf(dh, v)));
+      hi = hn::Add(hi, hn::PromoteTo(DW(), hn::UpperHalf(dh, v)));
+#endif
+    } else {
+      (void)d;
+      lo = hn::Add(lo, v);
+    }
+  }
+  HWY_INLINE void Scale(double r) {
+    lo = hn::Mul(lo, hn::Set(DW(), r));
+    hi = hn::Mul(hi, hn::Set(DW(), r));
+  }
+  // Adds c to the accumulator of every T lane.
+  HWY_INLINE void AddConstant(double c) {
+    lo = hn::Add(lo, hn::Set(DW(), c));
+    if constexpr (sizeof(T) == 4) hi = hn::Add(hi, hn::Set(DW(), c));
+  }
+  HWY_INLINE void AddScaled(const Wide& other, double r) {
+    lo = hn::MulAdd(other.lo, hn::Set(DW(), r), lo);
+    hi = hn::MulAdd(other.hi, hn::Set(DW(), r), hi);
+  }
+  // Fixed-order horizontal sum (lane 0, 1, ...), so the bits are reproducible.
+  HWY_INLINE double Total() const {
+    const DW dw;
+    HWY_ALIGN double a[HWY_MAX_BYTES / sizeof(double)];
+    HWY_ALIGN double b[HWY_MAX_BYTES / sizeof(double)];
+    hn::Store(lo, dw, a);
+    hn::Store(hi, dw, b);
+    double s = 0;
+    for (size_t i = 0; i < hn::Lanes(dw); ++i) s += a[i] + b[i];
+    return s;
+  }
+};
+
+template <class D>
+struct StatsState {
+  using T = hn::TFromD<D>;
+  using V = hn::Vec<D>;
+  T ref;       // running max (a logit value), the exp reference
+  V ref_v;
+  V xsum;      // Σ z in T: NaN / +inf in it flags non-finite input
+  Wide<D> s, csum, cdot, psum;
+  // Per-block float32 staging of the coefficient sums (all terms ≥ 0, so a
+  // 4-term float32 partial costs ≤ 2^-23 relative), widened once per block.
+  V cblk, dblk, pblk;
+  hn::Mask<D> pbad;
+  explicit StatsState(D d)
+      : ref(std::numeric_limits<T>::lowest()),
+        ref_v(hn::Set(d, std::numeric_limits<T>::lowest())),
+        xsum(hn::Zero(d)), s(d), csum(d), cdot(d), psum(d),
+        cblk(hn::Zero(d)), dblk(hn::Zero(d)), pblk(hn::Zero(d)),
+        pbad(hn::FirstN(d, 0)) {}
+
+  template <bool kCoef, bool kW, bool kP>
+  HWY_INLINE void Flush(D d) {
+    if constexpr (kCoef) {
+      if constexpr (kW || kP) csum.Add(d, cblk);
+      cdot.Add(d, dblk);
+      cblk = dblk = hn::Zero(d);
+    }
+    if constexpr (kP) {
+      psum.Add(d, pblk);
+      pblk = hn::Zero(d);
+    }
+  }
+
+  // A new block maximum above the reference: move the reference up and
+  // rescale what was accumulated (exactly once per new chunk maximum, so a
+  // few times per chunk on typical data). Keeping ref = running max means
+  // every exp argument is ≤ 0 and z − ref is exact for nearby values.
+  // `per_lane`: elements each lane has seen (all vectors before i are full),
+  // standing in for Σc when every c is 1 and Σc is not accumulated.
+  template <bool kCountOnly>
+  HWY_INLINE void Raise(D d, V bmax, size_t i, std::vector<Segment>* segs, size_t per_lane) {
+    const T nref = hn::GetLane(hn::MaxOfLanes(d, bmax));
+    if (!(nref > ref)) return;  // NaN: flagged through xsum
+    if (segs) {
+      if (segs->back().start == i)
+        segs->back().ref = nref;
+      else
+        segs->push_back({i, static_cast<double>(nref)});
+    }
+    const double delta = static_cast<double>(nref) - static_cast<double>(ref);
+    // The first raise (from lowest()) has nothing accumulated to rescale.
+    if (ref != std::numeric_limits<T>::lowest()) s.Scale(std::exp(-delta));
+    // Σ c (ref − z) moves by (nref − ref)·Σ c.
+    if constexpr (kCountOnly)
+      cdot.AddConstant(delta * static_cast<double>(per_lane));
+    else
+      cdot.AddScaled(csum, delta);
+    ref = nref;
+    ref_v = hn::Set(d, nref);
+  }
+};
+
+// One vector of the statistics pass; `valid` masks a partial vector.
+template <bool kCoef, bool kW, bool kP, class D>
+HWY_INLINE void StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD<D>* HWY_RESTRICT e_out,
+                          const hn::TFromD<D>* HWY_RESTRICT w,
+                          const hn::TFromD<D>* HWY_RESTRICT p,
+                          hn::Vec<D> a, hn::Vec<D> b, hn::Mask<D> valid) {
+  using T = hn::TFromD<D>;
+  const auto e = ExpNonPositive(d, hn::Sub(x, st.ref_v));
+  if (e_out) hn::StoreU(e, d, e_out);
+  st.s.Add(d, e);
+  if constexpr (kCoef) {
+    auto c = hn::Set(d, T(1));
+    if constexpr (kP) {
+      const auto pv = hn::IfThenElseZero(valid, hn::LoadU(d, p));
+      st.pblk = hn::Add(st.pblk, pv);
+      st.pbad = hn::Or(st.pbad, hn::AndNot(hn::And(hn::Ge(pv, hn::Zero(d)),
+                                                   hn::Le(pv, hn::Set(d, T(1)))),
+                                           valid));
+      c = hn::MulAdd(a, pv, b);
+    }
+    if constexpr (kW) c = hn::Mul(c, hn::LoadU(d, w));
+    c = hn::IfThenElseZero(valid, c);
+    // 0 · (ref − z) is 0 even where z = -inf (a masked class with no mass).
+    // ref is the running max, so every term is ≥ 0 and the float32 product
+    // (relative error ≤ 2^-24 per term) keeps the sum's relative accuracy.
+    const auto diff = hn::IfThenElseZero(hn::Gt(c, hn::Zero(d)), hn::Sub(st.ref_v, x));
+    if constexpr (kW || kP) {
+      st.cblk = hn::Add(st.cblk, c);
+      st.dblk = hn::MulAdd(c, diff, st.dblk);
+    } else {
+      st.dblk = hn::Add(st.dblk, diff);  // c = 1: Σc is the count
+    }
+  }
+}
+
+template <bool kCoef, bool kW, bool kP, class D>
+void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
+               const CoefSpec& spec, ChunkStats* out) {
+  using T = hn::TFromD<D>;
+  const size_t L = hn::Lanes(d);
+  const T* HWY_RESTRICT w = static_cast<const T*>(spec.w);
+  const T* HWY_RESTRICT p = static_cast<const T*>(spec.p);
+  const auto a = hn::Set(d, static_cast<T>(spec.a));
+  const auto b = hn::Set(d, static_cast<T>(spec.b));
+  const auto all = hn::FirstN(d, L);
+  T* HWY_RESTRICT eo = static_cast<T*>(spec.e_out);
+  std::vector<Segment>* segs = spec.segments;
+  if (segs) {
+    segs->clear();
+    segs->push_back({0, static_cast<double>(std::numeric_limits<T>::lowest())});
+  }
+  StatsState<D> st(d);
+  size_t i = 0;
+  // Blocks of 4 vectors: one max-check per block, then 4 exps.
+  for (; i + 4 * L <= n; i += 4 * L) {
+    const auto x0 = hn::LoadU(d, z + i);
+    const auto x1 = hn::LoadU(d, z + i + L);
+    const auto x2 = hn::LoadU(d, z + i + 2 * L);
+    const auto x3 = hn::LoadU(d, z + i + 3 * L);
+    const auto bmax = hn::Max(hn::Max(x0, x1), hn::Max(x2, x3));
+    st.xsum = hn::Add(st.xsum, hn::Add(hn::Add(x0, x1), hn::Add(x2, x3)));
+    if (!hn::AllFalse(d, hn::Gt(bmax, st.ref_v))) st.template Raise<kCoef && !kW && !kP>(d, bmax, i, segs, i / L);
+    StatsStep<kCoef, kW, kP>(d, st, x0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+    StatsStep<kCoef, kW, kP>(d, st, x1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
+    StatsStep<kCoef, kW, kP>(d, st, x2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
+    StatsStep<kCoef, kW, kP>(d, st, x3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
+    st.template Flush<kCoef, kW, kP>(d);
+  }
+  for (; i < n; i += L) {
+    const size_t k = n - i < L ? n - i : L;
+    const auto valid = hn::FirstN(d, k);
+    HWY_ALIGN T zb[HWY_MAX_BYTES / sizeof(T)];
+    HWY_ALIGN T wb[HWY_MAX_BYTES / sizeof(T)];
+    HWY_ALIGN T pb[HWY_MAX_BYTES / sizeof(T)];
+    for (size_t j = 0; j < L; ++j) {
+      zb[j] = j < k ? z[i + j] : -std::numeric_limits<T>::infinity();
+      wb[j] = (w && j < k) ? w[i + j] : T(0);
+      pb[j] = (p && j < k) ? p[i + j] : T(0);
+    }
+    const auto x = hn::Load(d, zb);
+    st.xsum = hn::Add(st.xsum, hn::IfThenElseZero(valid, x));
+    if (!hn::AllFalse(d, hn::Gt(x, st.ref_v))) st.template Raise<kCoef && !kW && !kP>(d, x, i, segs, i / L);
+    HWY_ALIGN T eb[HWY_MAX_BYTES / sizeof(T)];
+    StatsStep<kCoef, kW, kP>(d, st, x, eo ? eb : nullptr, wb, pb, a, b, valid);
+    st.template Flush<kCoef, kW, kP>(d);
+    if (eo)
+      for (size_t j = 0; j < k; ++j) eo[i + j] = eb[j];
+  }
+  // Flag NaN and +inf (a finite sum that overflowed only costs a rescan).
+  HWY_ALIGN T xs[HWY_MAX_BYTES / sizeof(T)];
+  hn::Store(st.xsum, d, xs);
+  bool nonfinite = false;
+  for (size_t j = 0; j < L; ++j)
+    nonfinite |= std::isnan(xs[j]) || xs[j] == std::numeric_limits<T>::infinity();
+  out->sum_exp = st.s.Total();
+  out->max = out->sum_exp > 0 ? static_cast<double>(st.ref)
+                              : -std::numeric_limits<double>::infinity();
+  out->nonfinite = nonfinite || std::isnan(out->sum_exp);
+  if constexpr (kCoef) {
+    out->coef_sum = (kW || kP) ? st.csum.Total() : static_cast<double>(n);
+    // cdot is relative to ref; if the chunk is all -inf, ref stayed at
+    // lowest() and the terms with c > 0 are already +inf.
+    out->coef_dot = st.cdot.Total();
+  }
+  if constexpr (kP) {
+    out->p_sum = st.psum.Total();
+    out->p_bad = !hn::AllFalse(d, st.pbad);
+  }
+}
+
+template <class T>
+void ChunkStatsT(const T* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
+  const hn::ScalableTag<T> d;
+  *out = ChunkStats{};
+  if (!spec.want_coef) return StatsImpl<false, false, false>(d, z, n, spec, out);
+  if (spec.w && spec.p) return StatsImpl<true, true, true>(d, z, n, spec, out);
+  if (spec.w) return StatsImpl<true, true, false>(d, z, n, spec, out);
+  if (spec.p) return StatsImpl<true, false, true>(d, z, n, spec, out);
+  return StatsImpl<true, false, false>(d, z, n, spec, out);
+}
+
+// ----------------------------------------------------------- gradient pass
+
+template <bool kFromE, bool kSub, bool kW, bool kP, class D>
+HWY_INLINE hn::Vec<D> GradVec(D d, hn::Vec<D> x, const hn::TFromD<D>* HWY_RESTRICT w,
+                              const hn::TFromD<D>* HWY_RESTRICT p,
+                              hn::Vec<D> mx, hn::Vec<D> alpha, hn::Vec<D> bp,
+                              hn::Vec<D> b) {
+  hn::Vec<D> e;
+  if constexpr (kFromE) {
+    (void)mx;
+    e = x;
+  } else {
+    e = ExpNonPositive(d, hn::Sub(x, mx));
+  }
+  auto g = hn::Mul(alpha, e);
+  if constexpr (kSub) {
+    auto c = b;
+    if constexpr (kP) c = hn::MulAdd(bp, hn::LoadU(d, p), b);
+    if constexpr (kW) c = hn::Mul(c, hn::LoadU(d, w));
+    g = hn::Sub(g, c);
+  }
+  return g;
+}
+
+template <bool kFromE, bool kSub, bool kW, bool kP, class D>
+void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
+                const GradSpec& spec) {
+  using T = hn::TFromD<D>;
+  const size_t L = hn::Lanes(d);
+  const T* HWY_RESTRICT w = static_cast<const T*>(spec.w);
+  const T* HWY_RESTRICT p = static_cast<const T*>(spec.p);
+  const auto mx = hn::Set(d, static_cast<T>(spec.max));
+  const auto alpha = hn::Set(d, static_cast<T>(spec.alpha));
+  const auto bp = hn::Set(d, static_cast<T>(spec.beta_p));
+  const auto b = hn::Set(d, static_cast<T>(spec.beta));
+  // A partial vector through aligned stack buffers (prologue and tail).
+  auto partial = [&](size_t i, size_t k) {
+    HWY_ALIGN T zb[HWY_MAX_BYTES / sizeof(T)];
+    HWY_ALIGN T wb[HWY_MAX_BYTES / sizeof(T)];
+    HWY_ALIGN T pb[HWY_MAX_BYTES / sizeof(T)];
+    HWY_ALIGN T gb[HWY_MAX_BYTES / sizeof(T)];
+    for (size_t j = 0; j < L; ++j) {
+      zb[j] = j < k ? z[i + j] : (kFromE ? T(0) : -std::numeric_limits<T>::infinity());
+      wb[j] = (w && j < k) ? w[i + j] : T(0);
+      pb[j] = (p && j < k) ? p[i + j] : T(0);
+    }
+    hn::Store(GradVec<kFromE, kSub, kW, kP>(d, hn::Load(d, zb), wb, pb,
+                                          mx, alpha, bp, b),
+              d, gb);
+    for (size_t j = 0; j < k; ++j) g[i + j] = gb[j];
+  };
+  size_t i = 0;
+  if (spec.stream) {
+    // Streaming stores need aligned addresses: peel up to one vector.
+    const size_t bytes = L * sizeof(T);
+    const size_t mis = reinterpret_cast<uintptr_t>(g) % bytes;
+    if (mis % sizeof(T) == 0 && mis != 0) {
+      const size_t k = (bytes - mis) / sizeof(T);
+      if (k < n) {
+        partial(0, k);
+        i = k;
+      }
+    }
+    if (reinterpret_cast<uintptr_t>(g + i) % bytes == 0) {
+      for (; i + 2 * L <= n; i += 2 * L) {
+        const auto x0 = hn::LoadU(d, z + i);
+        const auto x1 = hn::LoadU(d, z + i + L);
+        const auto g0 = GradVec<kFromE, kSub, kW, kP>(d, x0, At<kW>(w, i), At<kP>(p, i), mx, alpha, bp, b);
+        const auto g1 = GradVec<kFromE, kSub, kW, kP>(d, x1, At<kW>(w, i + L), At<kP>(p, i + L), mx, alpha, bp, b);
+        hn::Stream(g0, d, g + i);
+        hn::Stream(g1, d, g + i + L);
+      }
+      for (; i + L <= n; i += L)
+        hn::Stream(GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i), mx,
+                                               alpha, bp, b),
+                   d, g + i);
+    }
+  }
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const auto x0 = hn::LoadU(d, z + i);
+    const auto x1 = hn::LoadU(d, z + i + L);
+    const auto g0 = GradVec<kFromE, kSub, kW, kP>(d, x0, At<kW>(w, i), At<kP>(p, i), mx, alpha, bp, b);
+    const auto g1 = GradVec<kFromE, kSub, kW, kP>(d, x1, At<kW>(w, i + L), At<kP>(p, i + L), mx, alpha, bp, b);
+    hn::StoreU(g0, d, g + i);
+    hn::StoreU(g1, d, g + i + L);
+  }
+  for (; i + L <= n; i += L)
+    hn::StoreU(GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i), mx, alpha,
+                                           bp, b),
+               d, g + i);
+  if (i < n) partial(i, n - i);
+}
+
+template <class T>
+void ChunkGradT(const T* z, size_t n, T* g, const GradSpec& spec) {
+  const hn::ScalableTag<T> d;
+  const bool w = spec.w != nullptr, p = spec.p != nullptr;
+#define XENT_GRAD_CASE(S, W, P)                                            \
+  if (spec.subtract == S && w == W && p == P)                              \
+    return spec.from_exp ? GradImpl<true, S, W, P>(d, z, n, g, spec)      \
+                         : GradImpl<false, S, W, P>(d, z, n, g, spec);
+  XENT_GRAD_CASE(false, false, false)
+  XENT_GRAD_CASE(true, false, false)
+  XENT_GRAD_CASE(true, true, false)
+  XENT_GRAD_CASE(true, false, true)
+  XENT_GRAD_CASE(true, true, true)
+#undef XENT_GRAD_CASE
+  // subtract == false ignores w and p.
+  GradSpec plain = spec;
+  plain.w = plain.p = nullptr;
+  ChunkGradT(z, n, g, plain);
+}
+
+template <class T>
+void ExpRowT(const T* x, T* y, size_t n) {
+  const hn::ScalableTag<T> d;
+  const size_t L = hn::Lanes(d);
+  size_t i = 0;
+  for (; i + L <= n; i += L) hn::StoreU(ExpNonPositive(d, hn::LoadU(d, x + i)), d, y + i);
+  for (; i < n; ++i) {
+    HWY_ALIGN T b[HWY_MAX_BYTES / sizeof(T)] = {};
+    b[0] = x[i];
+    y[i] = hn::GetLane(ExpNonPositive(d, hn::Load(d, b)));
+  }
+}
+
+}  // namespace xent::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard

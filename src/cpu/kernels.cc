@@ -1,0 +1,87 @@
+// The one translation unit compiled for every SIMD target (Highway
+// foreach_target): each target's copy of cross_entropy-inl.h, and the plain
+// entry points of kernels.h that pick the best copy for this CPU at run time.
+#include "cpu/kernels.h"
+
+// Sanitized builds compile every target under ASan, which takes very long
+// (hwy's math is heavy): keep AVX-512 (what x86 machines here dispatch to)
+// and the portable baseline only.
+#if defined(__SANITIZE_ADDRESS__) && !defined(HWY_DISABLED_TARGETS)
+#define HWY_DISABLED_TARGETS (HWY_AVX2 | HWY_SSE4 | HWY_SSSE3 | HWY_AVX3_DL)
+#endif
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/kernels.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include "cpu/cross_entropy-inl.h"
+#include "cpu/bce-inl.h"
+#include "cpu/small_rows-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xent::cpu::HWY_NAMESPACE {
+
+void StatsF32(const float* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
+  ChunkStatsT<float>(z, n, spec, out);
+}
+void StatsF64(const double* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
+  ChunkStatsT<double>(z, n, spec, out);
+}
+void GradF32(const float* z, size_t n, float* g, const GradSpec& spec) {
+  ChunkGradT<float>(z, n, g, spec);
+}
+void GradF64(const double* z, size_t n, double* g, const GradSpec& spec) {
+  ChunkGradT<double>(z, n, g, spec);
+}
+void BceRow(const float* x, const float* y, size_t n, const BceRowSpec& spec, BceRowStats* out) {
+  BceRowImpl(x, y, n, spec, out);
+}
+void ExpRow(const float* x, float* y, size_t n) { ExpRowT<float>(x, y, n); }
+bool SmallRows(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* out) {
+  return SmallRowsImpl(sp, r0, r1, out);
+}
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace xent::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace xent::cpu {
+
+HWY_EXPORT(StatsF32);
+HWY_EXPORT(StatsF64);
+HWY_EXPORT(GradF32);
+HWY_EXPORT(GradF64);
+HWY_EXPORT(TargetName);
+HWY_EXPORT(BceRow);
+HWY_EXPORT(ExpRow);
+HWY_EXPORT(SmallRows);
+
+bool SmallRowsF32(const SmallRowsSpec& spec, std::size_t r0, std::size_t r1, SmallRowsResult* out) {
+  return HWY_DYNAMIC_DISPATCH(SmallRows)(spec, r0, r1, out);
+}
+
+void ExpRowF32(const float* x, float* y, std::size_t n) { HWY_DYNAMIC_DISPATCH(ExpRow)(x, y, n); }
+
+void BceRowF32(const float* x, const float* y, std::size_t n, const BceRowSpec& spec, BceRowStats* out) {
+  HWY_DYNAMIC_DISPATCH(BceRow)(x, y, n, spec, out);
+}
+
+void ChunkStatsF32(const float* z, std::size_t n, const CoefSpec& spec, ChunkStats* out) {
+  HWY_DYNAMIC_DISPATCH(StatsF32)(z, n, spec, out);
+}
+void ChunkStatsF64(const double* z, std::size_t n, const CoefSpec& spec, ChunkStats* out) {
+  HWY_DYNAMIC_DISPATCH(StatsF64)(z, n, spec, out);
+}
+void ChunkGradF32(const float* z, std::size_t n, float* g, const GradSpec& spec) {
+  HWY_DYNAMIC_DISPATCH(GradF32)(z, n, g, spec);
+}
+void ChunkGradF64(const double* z, std::size_t n, double* g, const GradSpec& spec) {
+  HWY_DYNAMIC_DISPATCH(GradF64)(z, n, g, spec);
+}
+void StreamFence() { hwy::FlushStream(); }
+const char* KernelTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+}  // namespace xent::cpu
+#endif  // HWY_ONCE

@@ -1,0 +1,129 @@
+// The per-chunk SIMD kernels of the fused cross-entropy, as plain functions.
+//
+// The definitions live in cross_entropy-inl.h, compiled once per SIMD target
+// by kernels.cc (Highway foreach_target) and chosen at run time. src/loss.cc
+// splits every row into fixed column chunks (kChunk elements, independent of
+// the thread count), calls ChunkStats on each, merges the (max, Σexp) pairs
+// in chunk order, then calls ChunkGrad on each chunk. Because the chunking and
+// every reduction order are fixed, the bits do not depend on the threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace xent::cpu {
+
+// Columns per chunk: a multiple of every vector length × block, 128 KiB of
+// float32 (stays in L2 between the statistics and the gradient pass).
+inline constexpr std::size_t kChunk = 32768;
+
+// What one pass over a chunk of logits z[0, n) learns. The coefficient of
+// class j is c_j = (w ? w_j : 1) · (p ? a·p_j + b : 1), used by label
+// smoothing and soft targets (row loss Σ c_j (lse − z_j)).
+struct ChunkStats {
+  double max = 0;        // max_j z_j; -inf if every z_j is -inf
+  double sum_exp = 0;    // Σ exp(z_j − max), fp64 lane accumulators
+  double coef_sum = 0;   // Σ c_j                      (if want_coef)
+  double coef_dot = 0;   // Σ c_j (max − z_j); c_j = 0 terms are 0 (if want_coef)
+  double p_sum = 0;      // Σ p_j                      (if p)
+  bool p_bad = false;    // some p_j is NaN or outside [0, 1]
+  bool nonfinite = false;  // NaN or +inf may be present: the caller rescans
+};
+
+// From `start` on (until the next segment), the chunk's exp values were
+// taken relative to `ref` (the running maximum at that point).
+struct Segment {
+  std::size_t start;
+  double ref;
+};
+
+struct CoefSpec {
+  const void* w = nullptr;  // class weights of the chunk (same type as z)
+  const void* p = nullptr;  // soft target row of the chunk (same type as z)
+  double a = 1, b = 0;      // c_j = w_j (a p_j + b)
+  bool want_coef = false;
+  // Optional: exp(z_j − ref) for every j, as accumulated, so that the
+  // gradient pass needs no second exp; and the segments of equal ref
+  // (always at least one, starting at 0).
+  void* e_out = nullptr;
+  std::vector<Segment>* segments = nullptr;
+};
+
+// g_j = alpha·exp(z_j − max) − (w ? w_j : 1)·(p ? beta_p·p_j + beta : beta),
+// or, with from_exp, alpha·e_j − (...) where e_j are stored exp values.
+struct GradSpec {
+  double max = 0;
+  double alpha = 0;
+  double beta_p = 0, beta = 0;
+  const void* w = nullptr;
+  const void* p = nullptr;
+  bool subtract = false;   // false: the second term is absent
+  bool stream = false;     // non-temporal stores (large outputs)
+  bool from_exp = false;   // z holds exp values (CoefSpec::e_out), not logits
+};
+
+void ChunkStatsF32(const float* z, std::size_t n, const CoefSpec& spec, ChunkStats* out);
+void ChunkStatsF64(const double* z, std::size_t n, const CoefSpec& spec, ChunkStats* out);
+// g may alias z exactly (in place).
+void ChunkGradF32(const float* z, std::size_t n, float* g, const GradSpec& spec);
+void ChunkGradF64(const double* z, std::size_t n, double* g, const GradSpec& spec);
+// One float32 row of BCE with logits (see bce-inl.h); weight and pos_weight
+// are per element of the row (nullptr: 1). A flagged row (non-finite x or
+// loss, y outside [0, 1]) is left to the caller's scalar path.
+struct BceRowSpec {
+  const float* weight = nullptr;
+  const float* pos_weight = nullptr;
+  double grad_scale = 1;
+  float* grad = nullptr;       // may alias x
+  float* elem_loss = nullptr;
+};
+struct BceRowStats {
+  double loss = 0;
+  bool flagged = false;
+};
+void BceRowF32(const float* x, const float* y, std::size_t n, const BceRowSpec& spec, BceRowStats* out);
+
+// Short rows (V ≤ kSmallV, float32 logits, index targets, no softcap /
+// temperature / focal): one row per SIMD lane (small_rows-inl.h). Processes
+// rows [r0, r1) and returns their summed CE and z-loss terms (fixed lane
+// order), or the first failing row. Returns false where unsupported (the
+// scalar target): use the row-wise kernels then.
+inline constexpr std::size_t kSmallV = 32;
+struct SmallRowsSpec {
+  const float* logits = nullptr;
+  std::size_t logits_stride = 0, cols = 0;
+  float* grad = nullptr;  // may be the logits (same stride)
+  std::size_t grad_stride = 0;
+  const std::int64_t* targets64 = nullptr;
+  const std::int32_t* targets32 = nullptr;
+  std::int64_t ignore_index = -100;
+  const float* weight = nullptr;
+  bool smoothing = false;
+  double a = 1, b = 0, w_total = 0, z_loss = 0, scale_ce = 0, scale_z = 0;
+  bool accuracy = false, stream = false;
+  float* row_loss = nullptr;  // indexed by absolute row
+  float* row_lse = nullptr;
+  // Soft targets (instead of targets64/32): c_j = w_j (a p_j + b), each row
+  // checked to be a distribution (|Σp − 1| ≤ p_tolerance).
+  const float* soft = nullptr;
+  std::size_t soft_stride = 0;
+  double p_tolerance = 0;
+};
+struct SmallRowsResult {
+  double ce = 0, zl = 0;
+  std::int64_t correct = 0;
+  std::int64_t error_row = -1;
+  int error_kind = 0;  // 1: NaN / +inf logits, 2: every logit -inf, 3: bad p entry, 4: Σp ≠ 1
+};
+bool SmallRowsF32(const SmallRowsSpec& spec, std::size_t r0, std::size_t r1, SmallRowsResult* out);
+
+// The kernels' exp on x ≤ 0 (for its accuracy test): y_i = exp(x_i).
+void ExpRowF32(const float* x, float* y, std::size_t n);
+
+// Orders the streaming stores of this thread before what follows.
+void StreamFence();
+// Name of the SIMD target chosen at run time ("AVX3", "AVX2", ...).
+const char* KernelTargetName();
+
+}  // namespace xent::cpu

@@ -1,0 +1,325 @@
+// Per-target SIMD code for short rows (V ≤ kSmallV): one row per lane, a
+// tile of Lanes(d) consecutive rows at a time, so that the per-row overhead
+// of the row-wise kernels (calls, horizontal sums, logs) is shared by a whole
+// vector of rows. Same formulas as cross_entropy-inl.h + loss.cc's finalize
+// (index targets, weights, both smoothings, z-loss), computed per lane.
+#if defined(XENT_CPU_SMALL_ROWS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef XENT_CPU_SMALL_ROWS_INL_H_
+#undef XENT_CPU_SMALL_ROWS_INL_H_
+#else
+#define XENT_CPU_SMALL_ROWS_INL_H_
+#endif
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "cpu/kernels.h"
+#include "hwy/cache_control.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xent::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+#if HWY_TARGET != HWY_SCALAR
+
+// dst[0, n) = src[0, n), streaming where dst is vector-aligned.
+HWY_INLINE void CopyOut(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n, bool stream) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  size_t i = 0;
+  if (stream) {
+    while (i < n && reinterpret_cast<uintptr_t>(dst + i) % (L * sizeof(float)) != 0) {
+      dst[i] = src[i];
+      ++i;
+    }
+    for (; i + L <= n; i += L) hn::Stream(hn::LoadU(d, src + i), d, dst + i);
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+struct TileResult {
+  bool error = false;
+  size_t error_lane = 0;
+  int error_kind = 0;  // 1: NaN / +inf, 2: every logit -inf
+};
+
+// One tile: rows at zb + lane·zs (lane < L), targets tt[lane] (ignored rows
+// have active = false), gradient rows into gt (L×V, packed).
+template <class D>
+TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb, int32_t zs,
+                     const float* HWY_RESTRICT pb, int32_t ps,
+                     const int32_t* HWY_RESTRICT tt, hn::Mask<D> active, hn::Mask<D> valid,
+                     float* HWY_RESTRICT gt, float* HWY_RESTRICT row_loss, float* HWY_RESTRICT row_lse,
+                     Wide<D>& ce_acc, Wide<D>& zl_acc, int64_t& correct) {
+  using DI = hn::RebindToSigned<D>;
+  using DW = hn::Repartition<double, D>;
+  const DI di;
+  const DW dw;
+  const hn::Half<D> dh;
+  const size_t L = hn::Lanes(d);
+  const size_t V = sp.cols;
+  const auto idx = hn::Mul(hn::Iota(di, 0), hn::Set(di, zs));
+  const auto tv = hn::LoadU(di, tt);
+  HWY_ALIGN float zbuf[kSmallV * (HWY_MAX_BYTES / 4)];
+  HWY_ALIGN float ebuf[kSmallV * (HWY_MAX_BYTES / 4)];
+  HWY_ALIGN float cbuf[kSmallV * (HWY_MAX_BYTES / 4)];  // soft: c_j per row
+  const float kNegInf = -std::numeric_limits<float>::infinity();
+  auto m = hn::Set(d, kNegInf);
+  auto xsum = hn::Zero(d);
+  for (size_t j = 0; j < V; ++j) {
+    const auto z = hn::GatherIndex(d, zb + j, idx);
+    hn::Store(z, d, zbuf + j * L);
+    m = hn::Max(m, z);
+    xsum = hn::Add(xsum, z);
+  }
+  // Errors (only for active rows: ignored rows are not inspected). xsum is
+  // NaN for a NaN or an inf − inf, +inf for a +inf (or an overflow: rescan).
+  const auto kInfV = hn::Set(d, std::numeric_limits<float>::infinity());
+  const auto all_neg_inf = hn::Eq(m, hn::Set(d, kNegInf));
+  const auto suspect = hn::Or(hn::Or(hn::Not(hn::Lt(xsum, kInfV)), hn::Eq(m, kInfV)), all_neg_inf);
+  if (!hn::AllFalse(d, hn::And(active, suspect))) {
+    HWY_ALIGN int32_t act[HWY_MAX_BYTES / 4];
+    hn::Store(hn::VecFromMask(di, hn::RebindMask(di, active)), di, act);
+    for (size_t l = 0; l < L; ++l) {
+      if (!act[l]) continue;
+      bool bad = false, neg = true;
+      for (size_t j = 0; j < V; ++j) {
+        const float z = zbuf[j * L + l];
+        bad |= std::isnan(z) || z == std::numeric_limits<float>::infinity();
+        neg &= z == kNegInf;
+      }
+      if (bad) return {true, l, 1};
+      if (neg) return {true, l, 2};
+    }
+  }
+  const auto mref = hn::IfThenZeroElse(all_neg_inf, m);
+  Wide<D> s(d), dsum(d), csum(d), psum(d);
+  const bool soft = pb != nullptr;
+  auto pbad = hn::FirstN(d, 0);
+  const auto pidx = hn::Mul(hn::Iota(di, 0), hn::Set(di, ps));
+  auto am = hn::Set(d, -1.0f);
+  auto found = hn::FirstN(d, 0);
+  for (size_t j = 0; j < V; ++j) {
+    const auto z = hn::Load(d, zbuf + j * L);
+    const auto e = ExpNonPositive(d, hn::Sub(z, mref));
+    hn::Store(e, d, ebuf + j * L);
+    s.Add(d, e);
+    if (soft) {
+      const auto p = hn::GatherIndex(d, pb + j, pidx);
+      psum.Add(d, p);
+      pbad = hn::Or(pbad, hn::Not(hn::And(hn::Ge(p, hn::Zero(d)), hn::Le(p, hn::Set(d, 1.0f)))));
+      auto c = hn::MulAdd(hn::Set(d, static_cast<float>(sp.a)), p, hn::Set(d, static_cast<float>(sp.b)));
+      if (sp.weight) c = hn::Mul(c, hn::Set(d, sp.weight[j]));
+      hn::Store(c, d, cbuf + j * L);
+      csum.Add(d, c);
+      // 0·(m − z) = 0 where z = -inf and the class has no mass.
+      dsum.Add(d, hn::Mul(c, hn::IfThenElseZero(hn::Gt(c, hn::Zero(d)), hn::Sub(mref, z))));
+    } else if (sp.smoothing) {
+      const float wj = sp.weight ? sp.weight[j] : 1.0f;
+      if (wj > 0) dsum.Add(d, hn::Mul(hn::Set(d, wj), hn::Sub(mref, z)));  // ≥ 0
+    }
+    if (sp.accuracy) {
+      const auto hit = hn::AndNot(found, hn::Eq(z, m));
+      am = hn::IfThenElse(hit, hn::Set(d, static_cast<float>(j)), am);
+      found = hn::Or(found, hit);
+    }
+  }
+  if (soft) {
+    HWY_ALIGN int32_t act[HWY_MAX_BYTES / 4];
+    HWY_ALIGN int32_t pbv[HWY_MAX_BYTES / 4];
+    hn::Store(hn::VecFromMask(di, hn::RebindMask(di, active)), di, act);
+    hn::Store(hn::VecFromMask(di, hn::RebindMask(di, pbad)), di, pbv);
+    HWY_ALIGN double ps_d[HWY_MAX_BYTES / 4];
+    const size_t LWs = hn::Lanes(hn::Repartition<double, D>());
+    hn::Store(psum.lo, hn::Repartition<double, D>(), ps_d);
+    hn::Store(psum.hi, hn::Repartition<double, D>(), ps_d + LWs);
+    for (size_t l = 0; l < L; ++l) {
+      if (!act[l]) continue;
+      if (pbv[l]) return {true, l, 3};
+      if (!(std::fabs(ps_d[l] - 1.0) <= sp.p_tolerance)) return {true, l, 4};
+    }
+  }
+  if (sp.accuracy && !soft)
+    correct += static_cast<int64_t>(hn::CountTrue(
+        d, hn::And(hn::And(active, valid), hn::Eq(am, hn::ConvertTo(d, tv)))));
+  const auto zt = hn::GatherIndex(d, zb, hn::Add(idx, tv));
+  const auto wt = sp.weight && !soft ? hn::GatherIndex(d, sp.weight, tv) : hn::Set(d, 1.0f);
+  // Per-row scalars in fp64, half a vector at a time.
+  // log s = log1p(s − 1) in float32 (s − 1 is exact in fp64): ~1 ulp of
+  // log s relative, also when s ≈ 1 (confident rows), at half the cost.
+  const auto log_s = hn::Log1p(d, hn::Combine(d, hn::DemoteTo(dh, hn::Sub(s.hi, hn::Set(dw, 1.0))),
+                                              hn::DemoteTo(dh, hn::Sub(s.lo, hn::Set(dw, 1.0)))));
+  // exp(z_t − m) as the kernel computed it (ebuf[t·L + lane]).
+  const auto et = hn::GatherIndex(d, ebuf, hn::Add(hn::Mul(tv, hn::Set(di, static_cast<int32_t>(L))),
+                                                   hn::Iota(di, 0)));
+  hn::Vec<DW> alpha_h[2], gt_h[2], ce_h[2], zl_h[2], lse_h[2];
+  const auto one_w = hn::Set(dw, 1.0);
+  const double a = sp.a, b = sp.b, C = sp.w_total, zc = sp.z_loss;
+  const double sce = sp.scale_ce, sz = sp.scale_z;
+  for (int h = 0; h < 2; ++h) {
+    const auto half = [&](hn::Vec<D> v) {
+      return hn::PromoteTo(dw, h == 0 ? hn::LowerHalf(dh, v) : hn::UpperHalf(dh, v));
+    };
+    const auto sw = h == 0 ? s.lo : s.hi;
+    const auto dw_sum = h == 0 ? dsum.lo : dsum.hi;
+    const auto mw = half(mref), ztw = half(zt), wtw = half(wt);
+    const auto logs = half(log_s);
+    const auto inv_s = hn::Div(one_w, sw);
+    const auto lse = hn::Add(mw, logs);
+    const auto nll = hn::Add(logs, hn::Sub(mw, ztw));
+    const auto csw = h == 0 ? csum.lo : csum.hi;
+    auto ce = hn::Mul(hn::Set(dw, a), hn::Mul(wtw, nll));
+    if (sp.smoothing) ce = hn::MulAdd(hn::Set(dw, b), hn::MulAdd(hn::Set(dw, C), logs, dw_sum), ce);
+    if (soft) ce = hn::MulAdd(csw, logs, dw_sum);  // Σ c_j (lse − z_j)
+    const auto zl = hn::Mul(hn::Set(dw, zc), hn::Mul(lse, lse));
+    const auto A = soft ? csw : hn::MulAdd(hn::Set(dw, a), wtw, hn::Set(dw, b * C));
+    const auto zterm = hn::Mul(hn::Set(dw, sz * 2 * zc), lse);
+    const auto alpha = hn::Mul(hn::MulAdd(hn::Set(dw, sce), A, zterm), inv_s);
+    const auto q = hn::Mul(half(et), inv_s);
+    // q_t − 1 = −(s − 1)/s when z_t is the max (its term is exactly 1).
+    const auto omq = hn::IfThenElse(hn::Eq(ztw, mw), hn::Mul(hn::Sub(sw, one_w), inv_s), hn::Sub(one_w, q));
+    const auto ct = hn::Mul(wtw, hn::Set(dw, a + b));
+    const auto other = hn::Mul(hn::Set(dw, b), hn::Sub(hn::Set(dw, C), wtw));
+    const auto gtv = hn::MulAdd(hn::Set(dw, sce), hn::MulAdd(q, other, hn::Neg(hn::Mul(ct, omq))),
+                                hn::Mul(zterm, q));
+    alpha_h[h] = alpha;
+    gt_h[h] = gtv;
+    ce_h[h] = ce;
+    zl_h[h] = zl;
+    lse_h[h] = lse;
+  }
+  auto narrow = [&](const hn::Vec<DW>* v) {
+    return hn::Combine(d, hn::DemoteTo(dh, v[1]), hn::DemoteTo(dh, v[0]));
+  };
+  // Ignored rows and padding lanes contribute nothing.
+  const auto live = hn::And(active, valid);
+  const hn::Half<DI> dhi;
+  const hn::Repartition<int64_t, D> d64;
+  auto live_half = [&](int h) {  // the mask of half h as an fp64 mask
+    const auto v = hn::VecFromMask(di, hn::RebindMask(di, live));
+    return hn::RebindMask(dw, hn::MaskFromVec(hn::BitCast(dw, hn::PromoteTo(d64, h == 0 ? hn::LowerHalf(dhi, v)
+                                                                                          : hn::UpperHalf(dhi, v)))));
+  };
+  for (int h = 0; h < 2; ++h) {
+    const auto lm = live_half(h);
+    ce_h[h] = hn::IfThenElseZero(lm, ce_h[h]);
+    zl_h[h] = hn::IfThenElseZero(lm, zl_h[h]);
+  }
+  ce_acc.lo = hn::Add(ce_acc.lo, ce_h[0]);
+  ce_acc.hi = hn::Add(ce_acc.hi, ce_h[1]);
+  zl_acc.lo = hn::Add(zl_acc.lo, zl_h[0]);
+  zl_acc.hi = hn::Add(zl_acc.hi, zl_h[1]);
+  if (row_loss) {
+    hn::Vec<DW> tot[2] = {hn::Add(ce_h[0], zl_h[0]), hn::Add(ce_h[1], zl_h[1])};
+    hn::Store(narrow(tot), d, row_loss);
+  }
+  if (row_lse) hn::Store(narrow(lse_h), d, row_lse);
+  if (gt) {
+    const auto alpha = hn::IfThenElseZero(active, narrow(alpha_h));
+    const auto gt_f = hn::IfThenElseZero(active, narrow(gt_h));
+    const auto beta = hn::IfThenElseZero(active, hn::Set(d, static_cast<float>(sce * b)));
+    const auto gidx = hn::Mul(hn::Iota(di, 0), hn::Set(di, static_cast<int32_t>(V)));
+    const auto sce_v = hn::Set(d, static_cast<float>(sce));
+    for (size_t j = 0; j < V; ++j) {
+      auto g = hn::Mul(alpha, hn::Load(d, ebuf + j * L));
+      if (soft) {
+        g = hn::NegMulAdd(sce_v, hn::Load(d, cbuf + j * L), g);
+      } else if (sp.smoothing) {
+        const float wj = sp.weight ? sp.weight[j] : 1.0f;
+        g = hn::NegMulAdd(beta, hn::Set(d, wj), g);
+      }
+      hn::ScatterIndex(hn::IfThenElseZero(active, g), d, gt + j, gidx);  // ignored rows: 0
+    }
+    if (!soft) hn::ScatterIndex(gt_f, d, gt, hn::Add(gidx, tv));
+  }
+  return {};
+}
+
+bool SmallRowsImpl(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* out) {
+  using DF = hn::ScalableTag<float>;
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const size_t L = hn::Lanes(d);
+  const size_t V = sp.cols;
+  Wide<DF> ce_acc(d), zl_acc(d);
+  int64_t correct = 0;
+  HWY_ALIGN float gtile[kSmallV * (HWY_MAX_BYTES / 4)];
+  HWY_ALIGN float ztile[kSmallV * (HWY_MAX_BYTES / 4)];
+  HWY_ALIGN float ptile[kSmallV * (HWY_MAX_BYTES / 4)];
+  HWY_ALIGN int32_t tt[HWY_MAX_BYTES / 4];
+  HWY_ALIGN float rl[HWY_MAX_BYTES / 4], rlse[HWY_MAX_BYTES / 4];
+  *out = SmallRowsResult{};
+  for (size_t r = r0; r < r1; r += L) {
+    const size_t k = r1 - r < L ? r1 - r : L;
+    HWY_ALIGN int32_t actv[HWY_MAX_BYTES / 4];
+    for (size_t l = 0; l < L; ++l) {
+      int64_t t = sp.ignore_index;
+      if (l < k && !sp.soft) t = sp.targets64 ? sp.targets64[r + l] : sp.targets32[r + l];
+      const bool act = l < k && (sp.soft || t != sp.ignore_index);
+      if (sp.soft) t = 0;
+      actv[l] = act ? -1 : 0;
+      tt[l] = act ? static_cast<int32_t>(t) : 0;
+    }
+    const auto active = hn::RebindMask(d, hn::MaskFromVec(hn::LoadU(di, actv)));
+    const auto valid = hn::FirstN(d, k);
+    const float* zb = sp.logits + r * sp.logits_stride;
+    int32_t zs = static_cast<int32_t>(sp.logits_stride);
+    const float* pb = sp.soft ? sp.soft + r * sp.soft_stride : nullptr;
+    int32_t ps = static_cast<int32_t>(sp.soft_stride);
+    // Gathers do not train the hardware prefetcher as well as streaming
+    // loads: fetch the tile 4 tiles ahead ourselves.
+    if (r + 5 * L <= r1) {
+      const char* ahead = reinterpret_cast<const char*>(zb + 4 * L * sp.logits_stride);
+      const size_t bytes = L * sp.logits_stride * sizeof(float);
+      for (size_t o = 0; o < bytes; o += 64) hwy::Prefetch(ahead + o);
+    }
+    if (k < L) {  // the last partial tile, through a padded copy
+      for (size_t l = 0; l < L; ++l)
+        for (size_t j = 0; j < V; ++j) ztile[l * V + j] = l < k ? zb[l * sp.logits_stride + j] : 0.0f;
+      zb = ztile;
+      zs = static_cast<int32_t>(V);
+      if (pb) {
+        for (size_t l = 0; l < L; ++l)
+          for (size_t j = 0; j < V; ++j) ptile[l * V + j] = l < k ? pb[l * sp.soft_stride + j] : 0.0f;
+        pb = ptile;
+        ps = static_cast<int32_t>(V);
+      }
+    }
+    const TileResult tr = SmallTile(d, sp, zb, zs, pb, ps, tt, active, valid, sp.grad ? gtile : nullptr,
+                                    sp.row_loss ? rl : nullptr, sp.row_lse ? rlse : nullptr,
+                                    ce_acc, zl_acc, correct);
+    if (tr.error) {
+      out->error_row = static_cast<int64_t>(r + tr.error_lane);
+      out->error_kind = tr.error_kind;
+      return true;
+    }
+    if (sp.row_loss) std::memcpy(sp.row_loss + r, rl, k * sizeof(float));
+    if (sp.row_lse) std::memcpy(sp.row_lse + r, rlse, k * sizeof(float));
+    if (sp.grad) {
+      float* g = sp.grad + r * sp.grad_stride;
+      if (sp.grad_stride == V)
+        CopyOut(gtile, g, k * V, sp.stream);
+      else
+        for (size_t l = 0; l < k; ++l) std::memcpy(g + l * sp.grad_stride, gtile + l * V, V * sizeof(float));
+    }
+  }
+  if (sp.stream) hwy::FlushStream();
+  out->ce = ce_acc.Total();
+  out->zl = zl_acc.Total();
+  out->correct = correct;
+  return true;
+}
+
+#else   // HWY_SCALAR: no lanes to share; the caller uses the row-wise path.
+
+bool SmallRowsImpl(const SmallRowsSpec&, size_t, size_t, SmallRowsResult*) { return false; }
+
+#endif  // HWY_TARGET != HWY_SCALAR
+
+}  // namespace xent::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard

@@ -1,0 +1,1386 @@
+// The fused batch losses of xent/loss.h: validation, options, threading and
+// the fixed-order reductions around the SIMD kernels of src/cpu/.
+//
+// Work layout (the reason results are bit-identical for any thread count):
+//   * every row is split into fixed column chunks of cpu::kChunk elements;
+//     each chunk's (max, Σexp, ...) comes from the same kernel call whatever
+//     the threads, and chunks are merged in column order;
+//   * rows are grouped in fixed blocks (of a size that depends on N only); a block's partial
+//     sums are accumulated in row order, blocks are summed in block order;
+//   * threads only decide who computes which row (or, for few long rows,
+//     which (row, chunk) item), never how.
+#include "xent/loss.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cpu/convert.h"
+#include "cpu/kernels.h"
+#include "validate.h"
+
+namespace xent {
+
+const char* DTypeName(DType dtype) noexcept {
+  switch (dtype) {
+    case DType::kF32: return "float32";
+    case DType::kF64: return "float64";
+    case DType::kBF16: return "bfloat16";
+    case DType::kF16: return "float16";
+  }
+  return "unknown";
+}
+
+std::size_t DTypeSize(DType dtype) noexcept {
+  switch (dtype) {
+    case DType::kF32: return 4;
+    case DType::kF64: return 8;
+    case DType::kBF16:
+    case DType::kF16: return 2;
+  }
+  return 0;
+}
+
+const char* ReductionName(Reduction r) noexcept {
+  switch (r) {
+    case Reduction::kNone: return "none";
+    case Reduction::kSum: return "sum";
+    case Reduction::kMean: return "mean";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using detail::fail;
+using detail::fmt_num;
+using detail::NeumaierSum;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// Rows per reduction block: a function of N only (never of the threads), at
+// most 256, and small enough that there are ≥ 64 blocks to share out.
+std::int64_t row_block(std::int64_t n) { return std::clamp<std::int64_t>(n / 64, 1, 256); }
+// Gradients larger than this go out with streaming (non-temporal) stores: they
+// would not stay in cache anyway, and streaming saves the read-for-ownership.
+constexpr std::size_t kStreamBytes = std::size_t{16} << 20;
+
+bool valid_dtype(DType d) {
+  return d == DType::kF32 || d == DType::kF64 || d == DType::kBF16 || d == DType::kF16;
+}
+
+// ------------------------------------------------------------ element access
+
+double load_elem(const void* base, DType dt, std::size_t i) {
+  switch (dt) {
+    case DType::kF32: return static_cast<const float*>(base)[i];
+    case DType::kF64: return static_cast<const double*>(base)[i];
+    case DType::kBF16: return cpu::bf16_to_float(static_cast<const std::uint16_t*>(base)[i]);
+    case DType::kF16: return cpu::f16_to_float(static_cast<const std::uint16_t*>(base)[i]);
+  }
+  return 0;
+}
+
+template <class T>
+void load_row(const void* src, DType dt, std::size_t n, T* dst) {
+  switch (dt) {
+    case DType::kF32: {
+      const float* s = static_cast<const float*>(src);
+      for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(s[i]);
+      break;
+    }
+    case DType::kF64: {
+      const double* s = static_cast<const double*>(src);
+      for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(s[i]);
+      break;
+    }
+    case DType::kBF16: {
+      const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
+      for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(cpu::bf16_to_float(s[i]));
+      break;
+    }
+    case DType::kF16: {
+      const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
+      for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(cpu::f16_to_float(s[i]));
+      break;
+    }
+  }
+}
+
+// Rounds once (double → float → 16-bit would round twice; the difference is
+// only in exact ties and accepted for the 16-bit formats).
+template <class T>
+void store_row(const T* src, std::size_t n, void* dst, DType dt) {
+  switch (dt) {
+    case DType::kF32: {
+      float* d = static_cast<float*>(dst);
+      for (std::size_t i = 0; i < n; ++i) d[i] = static_cast<float>(src[i]);
+      break;
+    }
+    case DType::kF64: {
+      double* d = static_cast<double*>(dst);
+      for (std::size_t i = 0; i < n; ++i) d[i] = static_cast<double>(src[i]);
+      break;
+    }
+    case DType::kBF16: {
+      std::uint16_t* d = static_cast<std::uint16_t*>(dst);
+      for (std::size_t i = 0; i < n; ++i) d[i] = cpu::float_to_bf16(static_cast<float>(src[i]));
+      break;
+    }
+    case DType::kF16: {
+      std::uint16_t* d = static_cast<std::uint16_t*>(dst);
+      for (std::size_t i = 0; i < n; ++i) d[i] = cpu::float_to_f16(static_cast<float>(src[i]));
+      break;
+    }
+  }
+}
+
+void store_scalar(void* base, DType dt, std::size_t i, double v) {
+  switch (dt) {
+    case DType::kF32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
+    case DType::kF64: static_cast<double*>(base)[i] = v; break;
+    case DType::kBF16:
+      static_cast<std::uint16_t*>(base)[i] = cpu::float_to_bf16(static_cast<float>(v));
+      break;
+    case DType::kF16:
+      static_cast<std::uint16_t*>(base)[i] = cpu::float_to_f16(static_cast<float>(v));
+      break;
+  }
+}
+
+const void* row_ptr(const void* base, DType dt, std::int64_t stride, std::int64_t r) {
+  return static_cast<const char*>(base) + static_cast<std::size_t>(r * stride) * DTypeSize(dt);
+}
+void* row_ptr(void* base, DType dt, std::int64_t stride, std::int64_t r) {
+  return static_cast<char*>(base) + static_cast<std::size_t>(r * stride) * DTypeSize(dt);
+}
+
+// Tolerance on |Σp − 1| for a soft-target row stored in `dt` (xent/core.h's
+// NormTolerance, with the epsilon of the storage format).
+double norm_tolerance(DType dt, std::size_t k) {
+  double eps = 0;
+  switch (dt) {
+    case DType::kF32: return NormTolerance<float>(k);
+    case DType::kF64: return NormTolerance<double>(k);
+    case DType::kBF16: eps = 0x1p-7; break;
+    case DType::kF16: eps = 0x1p-10; break;
+  }
+  return 16 * eps * std::max(1.0, std::sqrt(static_cast<double>(k)));
+}
+
+int thread_count(int requested) {
+  if (requested < 0)
+    fail(ErrorCode::kInvalidArgument,
+         "num_threads = " + std::to_string(requested) + " must be ≥ 0 (0: OpenMP's default)");
+  return requested > 0 ? requested : omp_get_max_threads();
+}
+
+// ------------------------------------------------------------ validation
+
+struct Shape {
+  std::int64_t rows = 0, cols = 0, stride = 0;
+};
+
+Shape check_matrix(const char* fn, const char* what, const void* data, DType dtype,
+                   std::int64_t rows, std::int64_t cols, std::int64_t stride) {
+  if (!valid_dtype(dtype))
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + what + " has an invalid dtype");
+  if (rows < 0 || cols < 0)
+    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": " + what + " has a negative shape " +
+                                        std::to_string(rows) + "×" + std::to_string(cols));
+  const std::int64_t s = stride == 0 ? cols : stride;
+  if (s < cols)
+    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": " + what + ".row_stride = " +
+                                        std::to_string(stride) + " is less than cols = " +
+                                        std::to_string(cols));
+  if (rows > 0 && cols > 0 && data == nullptr)
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + what + ".data is null");
+  return {rows, cols, s};
+}
+
+// An output may be exactly the input (in place) or disjoint from it.
+void check_alias(const char* fn, const char* what, const MatrixView& in, const Shape& si,
+                 const MutableMatrixView& out, const Shape& so) {
+  if (out.data == nullptr || si.rows == 0 || si.cols == 0) return;
+  const char* a0 = static_cast<const char*>(in.data);
+  const char* a1 = a0 + static_cast<std::size_t>((si.rows - 1) * si.stride + si.cols) * DTypeSize(in.dtype);
+  const char* b0 = static_cast<const char*>(out.data);
+  const char* b1 = b0 + static_cast<std::size_t>((so.rows - 1) * so.stride + so.cols) * DTypeSize(out.dtype);
+  if (b1 <= a0 || a1 <= b0) return;
+  if (a0 == b0 && in.dtype == out.dtype && si.stride == so.stride) return;
+  fail(ErrorCode::kInvalidArgument,
+       std::string(fn) + ": " + what + " overlaps the input without being exactly it "
+                                      "(in place needs the same data, dtype and row_stride)");
+}
+
+[[noreturn]] void fail_logit(const char* fn, std::int64_t row, std::int64_t col, double v) {
+  fail(ErrorCode::kNonFinite, std::string(fn) + ": logits[" + std::to_string(row) + "][" +
+                                  std::to_string(col) + "] = " + fmt_num(v) +
+                                  " (NaN and +inf logits have no softmax)");
+}
+
+// Finds the first NaN / +inf of a row flagged by a kernel; throws.
+[[noreturn]] void fail_nonfinite_row(const char* fn, const MatrixView& z, const Shape& sz,
+                                     std::int64_t row) {
+  const void* base = row_ptr(z.data, z.dtype, sz.stride, row);
+  for (std::int64_t j = 0; j < sz.cols; ++j) {
+    const double v = load_elem(base, z.dtype, static_cast<std::size_t>(j));
+    if (std::isnan(v) || v == kInf) fail_logit(fn, row, j, v);
+  }
+  fail(ErrorCode::kNonFinite, std::string(fn) + ": row " + std::to_string(row) +
+                                  " overflowed (logits too large to sum)");
+}
+
+// ------------------------------------------------------------ cross-entropy
+
+enum class RowError : int { kNone = 0, kNonFinite, kAllNegInf, kSoftBad, kSoftSum };
+
+struct Partial {  // one block of rows, accumulated in row order
+  NeumaierSum ce, zl;
+  std::int64_t correct = 0;
+};
+
+// The per-call plan shared by every row (options turned into coefficients).
+struct Plan {
+  const char* fn;
+  MatrixView z;
+  Shape sz;
+  bool soft = false;
+  MatrixView p;
+  Shape sp;
+  const void* targets = nullptr;
+  bool t64 = true;
+  std::int64_t ignore_index = -100;
+  const float* w = nullptr;
+  double w_total = 0;      // Σ_c w_c (or V)
+  bool smoothing = false;  // label_smoothing > 0
+  double a = 1, b = 0;     // t'_c = a·onehot_c (or p_c) + b
+  double z_loss = 0;
+  double scale_ce = 0, scale_z = 0;  // gradient multipliers
+  const float* row_upstream = nullptr;  // per-row multiplier (backward)
+  bool slow = false;        // softcap / temperature / focal: the scalar path
+  double softcap = 0, temperature = 1, gamma = 0;
+  bool accuracy = false;
+  bool want_lse = false;
+  MutableMatrixView g;
+  Shape sg;
+  bool stream = false;
+  std::size_t nchunks = 1;
+};
+
+std::int64_t target_of(const Plan& pl, std::int64_t r) {
+  return pl.t64 ? static_cast<const std::int64_t*>(pl.targets)[r]
+                : static_cast<const std::int32_t*>(pl.targets)[r];
+}
+
+// Merges chunk statistics in chunk order (exact max, rescaled sums).
+cpu::ChunkStats merge(const cpu::ChunkStats& x, const cpu::ChunkStats& y) {
+  cpu::ChunkStats m;
+  m.max = std::max(x.max, y.max);
+  auto part = [&](const cpu::ChunkStats& c, double& s, double& dot) {
+    if (c.sum_exp > 0) s += c.sum_exp * std::exp(c.max - m.max);
+    dot += c.coef_dot;
+    if (c.coef_sum != 0) dot += c.coef_sum * (m.max - c.max);
+  };
+  double s = 0, dot = 0;
+  part(x, s, dot);
+  part(y, s, dot);
+  m.sum_exp = s;
+  m.coef_dot = dot;
+  m.coef_sum = x.coef_sum + y.coef_sum;
+  m.p_sum = x.p_sum + y.p_sum;
+  m.p_bad = x.p_bad || y.p_bad;
+  m.nonfinite = x.nonfinite || y.nonfinite;
+  return m;
+}
+
+// Per-thread staging buffers for rows that are not in the compute type.
+template <class T>
+struct Scratch {
+  std::vector<T> z, p, g, w;
+  std::vector<T> e;                            // the row's exps (row-wise path)
+  std::vector<std::vector<cpu::Segment>> segs;  // per chunk of the row
+  std::vector<double> dz, dd, dp;  // the scalar path
+};
+
+template <class T>
+struct Engine {
+  const Plan& pl;
+  const T* wT;  // class weights in T (nullptr: none)
+
+  static constexpr DType kNative = sizeof(T) == 4 ? DType::kF32 : DType::kF64;
+
+  std::size_t chunk_begin(std::size_t c) const { return c * cpu::kChunk; }
+  std::size_t chunk_len(std::size_t c) const {
+    return std::min(cpu::kChunk, static_cast<std::size_t>(pl.sz.cols) - c * cpu::kChunk);
+  }
+
+  const T* logits_chunk(std::int64_t r, std::size_t c, Scratch<T>& s) const {
+    const void* base = row_ptr(pl.z.data, pl.z.dtype, pl.sz.stride, r);
+    const std::size_t j0 = chunk_begin(c);
+    if (pl.z.dtype == kNative) return static_cast<const T*>(base) + j0;
+    load_row(static_cast<const char*>(base) + j0 * DTypeSize(pl.z.dtype), pl.z.dtype,
+             chunk_len(c), s.z.data());
+    return s.z.data();
+  }
+  const T* soft_chunk(std::int64_t r, std::size_t c, Scratch<T>& s) const {
+    const void* base = row_ptr(pl.p.data, pl.p.dtype, pl.sp.stride, r);
+    const std::size_t j0 = chunk_begin(c);
+    if (pl.p.dtype == kNative) return static_cast<const T*>(base) + j0;
+    load_row(static_cast<const char*>(base) + j0 * DTypeSize(pl.p.dtype), pl.p.dtype,
+             chunk_len(c), s.p.data());
+    return s.p.data();
+  }
+
+  cpu::CoefSpec coef_spec(std::int64_t r, std::size_t c, Scratch<T>& s) const {
+    cpu::CoefSpec cs;
+    if (pl.soft) {
+      cs.want_coef = true;
+      cs.p = soft_chunk(r, c, s);
+      cs.a = pl.a;
+      cs.b = pl.b;
+      cs.w = wT ? wT + chunk_begin(c) : nullptr;
+    } else if (pl.smoothing) {
+      cs.want_coef = true;
+      cs.w = wT ? wT + chunk_begin(c) : nullptr;
+    }
+    return cs;
+  }
+
+  // Statistics of chunk c of row r; with `e`, also its exps (for the
+  // gradient) and with `segs` their reference segments.
+  cpu::ChunkStats stats_chunk(std::int64_t r, std::size_t c, Scratch<T>& s,
+                              std::vector<cpu::Segment>* segs, T* e) const {
+    const T* z = logits_chunk(r, c, s);
+    cpu::CoefSpec cs = coef_spec(r, c, s);
+    cs.segments = segs;
+    cs.e_out = e;
+    cpu::ChunkStats st;
+    if constexpr (sizeof(T) == 4)
+      cpu::ChunkStatsF32(z, chunk_len(c), cs, &st);
+    else
+      cpu::ChunkStatsF64(z, chunk_len(c), cs, &st);
+    return st;
+  }
+
+  // Everything known about a row after its statistics.
+  struct RowState {
+    bool ignored = false;
+    RowError err = RowError::kNone;
+    std::int64_t t = -1;
+    double max = 0, s = 0, lse = 0, zt = 0, q_t = 0;
+    double ce = 0, zl = 0;
+    bool correct = false;
+    cpu::GradSpec spec;
+    double ct = 0, a_minus_ct = 0, upstream = 1;
+    bool fix = false;  // hard target: the target's gradient is written last
+  };
+
+  // The row's loss terms and gradient coefficients from its merged stats.
+  RowState finalize(std::int64_t r, const cpu::ChunkStats& st) const {
+    RowState rs;
+    rs.upstream = pl.row_upstream ? pl.row_upstream[r] : 1.0;
+    if (!pl.soft) {
+      rs.t = target_of(pl, r);
+      rs.ignored = rs.t == pl.ignore_index;
+    }
+    if (st.nonfinite || std::isnan(st.sum_exp) || st.max == kInf) {
+      rs.err = RowError::kNonFinite;  // an error unless the row is ignored
+      rs.lse = std::numeric_limits<double>::quiet_NaN();
+      return rs;
+    }
+    if (!(st.sum_exp > 0)) {
+      rs.lse = -kInf;
+      if (!rs.ignored) rs.err = RowError::kAllNegInf;
+      return rs;
+    }
+    if (pl.soft) {
+      if (st.p_bad) { rs.err = RowError::kSoftBad; return rs; }
+      if (!(std::fabs(st.p_sum - 1.0) <= norm_tolerance(pl.p.dtype, static_cast<std::size_t>(pl.sz.cols)))) {
+        rs.err = RowError::kSoftSum;
+        return rs;
+      }
+    }
+    rs.max = st.max;
+    rs.s = st.sum_exp;
+    const double log_s = std::log(st.sum_exp);
+    rs.lse = st.max + log_s;
+    if (rs.ignored) return rs;
+    const double sce = pl.scale_ce * rs.upstream, sz = pl.scale_z * rs.upstream;
+    double A = 0;  // Σ_c w_c t'_c: the gradient's softmax coefficient
+    if (pl.soft) {
+      rs.ce = st.coef_sum * log_s + st.coef_dot;
+      A = st.coef_sum;
+      rs.spec.subtract = true;
+      rs.spec.beta_p = sce * pl.a;
+      rs.spec.beta = sce * pl.b;
+    } else {
+      const void* base = row_ptr(pl.z.data, pl.z.dtype, pl.sz.stride, r);
+      rs.zt = load_elem(base, pl.z.dtype, static_cast<std::size_t>(rs.t));
+      const double wt = pl.w ? pl.w[rs.t] : 1.0;
+      const double nll = log_s + (rs.max - rs.zt);  // lse − z_t, no cancellation
+      rs.ce = pl.a * wt * nll;
+      A = pl.a * wt;
+      if (pl.smoothing) {
+        rs.ce += pl.b * (st.coef_sum * log_s + st.coef_dot);
+        A += pl.b * pl.w_total;
+        rs.spec.subtract = pl.b != 0;
+        rs.spec.beta = sce * pl.b;
+      }
+      rs.ct = wt * (pl.a + pl.b);
+      rs.a_minus_ct = pl.b * (pl.w_total - wt);
+      rs.q_t = std::exp(rs.zt - rs.max) / rs.s;
+      rs.fix = true;
+      if (pl.accuracy && rs.zt == rs.max) {
+        // argmax = the first index of the maximum (PyTorch's argmax).
+        rs.correct = true;
+        for (std::int64_t j = 0; j < rs.t; ++j)
+          if (load_elem(base, pl.z.dtype, static_cast<std::size_t>(j)) == rs.max) {
+            rs.correct = false;
+            break;
+          }
+      }
+    }
+    rs.zl = pl.z_loss * rs.lse * rs.lse;
+    rs.spec.max = rs.max;
+    rs.spec.alpha = (sce * A + sz * 2 * pl.z_loss * rs.lse) / rs.s;
+    rs.spec.w = nullptr;  // set per chunk
+    rs.spec.stream = pl.stream;
+    return rs;
+  }
+
+  // Writes the gradient of chunk c of row r, segment by segment (the exp
+  // reference of each): from the stored exps `e` of the statistics pass when
+  // given, else recomputing them (the same kernel ops, so the same bits).
+  void grad_chunk(std::int64_t r, std::size_t c, const RowState& rs, Scratch<T>& s,
+                  const std::vector<cpu::Segment>& segs, const T* e) const {
+    const std::size_t n = chunk_len(c), j0 = chunk_begin(c);
+    void* gbase = row_ptr(pl.g.data, pl.g.dtype, pl.sg.stride, r);
+    char* gchunk = static_cast<char*>(gbase) + j0 * DTypeSize(pl.g.dtype);
+    if (rs.ignored) {
+      std::memset(gchunk, 0, n * DTypeSize(pl.g.dtype));  // +0 in every dtype
+      return;
+    }
+    const T* z = e ? e : logits_chunk(r, c, s);
+    const T* w = wT ? wT + j0 : nullptr;
+    const T* p = pl.soft && rs.spec.subtract ? soft_chunk(r, c, s) : nullptr;
+    const bool direct = pl.g.dtype == kNative;
+    T* out = direct ? reinterpret_cast<T*>(gchunk) : s.g.data();
+    for (std::size_t k = 0; k < segs.size(); ++k) {
+      const std::size_t a = segs[k].start;
+      const std::size_t b = k + 1 < segs.size() ? segs[k + 1].start : n;
+      if (a >= b) continue;
+      cpu::GradSpec spec = rs.spec;
+      spec.from_exp = e != nullptr;
+      spec.max = segs[k].ref;
+      // exp(z − M) = exp(z − ref)·exp(ref − M); the second factor joins alpha.
+      spec.alpha = rs.spec.alpha * std::exp(segs[k].ref - rs.max);
+      if (spec.subtract) {
+        spec.w = w ? w + a : nullptr;
+        spec.p = p ? p + a : nullptr;
+      }
+      if (!direct) spec.stream = false;
+      if constexpr (sizeof(T) == 4)
+        cpu::ChunkGradF32(z + a, b - a, out + a, spec);
+      else
+        cpu::ChunkGradF64(z + a, b - a, out + a, spec);
+    }
+    if (!direct) store_row(out, n, gchunk, pl.g.dtype);
+  }
+
+  // The target's own gradient. q_t − 1 would cancel when q_t ≈ 1, so it is
+  // taken as −Σ_{j≠t} q_j = −(s − 1)/s: q_t > ½ implies z_t is the row max,
+  // whose term in s is exp(0) = 1 exactly, so s − 1 is exactly the sum of
+  // the other terms as accumulated.
+  void fix_target(std::int64_t r, const RowState& rs) const {
+    if (!rs.fix || rs.ignored) return;
+    const double omq = rs.zt == rs.max ? (rs.s - 1.0) / rs.s : 1.0 - rs.q_t;
+    const double sce = pl.scale_ce * rs.upstream, sz = pl.scale_z * rs.upstream;
+    const double g = sce * (-rs.ct * omq + rs.q_t * rs.a_minus_ct) +
+                     sz * 2 * pl.z_loss * rs.lse * rs.q_t;
+    store_scalar(row_ptr(pl.g.data, pl.g.dtype, pl.sg.stride, r), pl.g.dtype,
+                 static_cast<std::size_t>(rs.t), g);
+  }
+
+  // ------------------------------------------- the scalar path (rare options)
+  // softcap, temperature and focal γ: per row in double, every option.
+  RowState slow_row(std::int64_t r, Scratch<T>& s, bool write_grad) const {
+    RowState rs;
+    rs.upstream = pl.row_upstream ? pl.row_upstream[r] : 1.0;
+    const std::size_t V = static_cast<std::size_t>(pl.sz.cols);
+    if (!pl.soft) {
+      rs.t = target_of(pl, r);
+      rs.ignored = rs.t == pl.ignore_index;
+    }
+    const bool need = !rs.ignored || pl.want_lse;
+    void* gbase = write_grad ? row_ptr(pl.g.data, pl.g.dtype, pl.sg.stride, r) : nullptr;
+    if (!need) {
+      if (gbase) std::memset(gbase, 0, V * DTypeSize(pl.g.dtype));
+      return rs;
+    }
+    std::vector<double>& z = s.dz;
+    std::vector<double>& dd = s.dd;
+    load_row(row_ptr(pl.z.data, pl.z.dtype, pl.sz.stride, r), pl.z.dtype, V, z.data());
+    double raw_max = -kInf;
+    std::int64_t raw_arg = 0;
+    for (std::size_t j = 0; j < V; ++j) {
+      if (std::isnan(z[j]) || z[j] == kInf) {
+        if (!rs.ignored) {
+          rs.err = RowError::kNonFinite;
+          return rs;
+        }
+        rs.lse = std::numeric_limits<double>::quiet_NaN();  // ignored rows are not checked
+        if (gbase) std::memset(gbase, 0, V * DTypeSize(pl.g.dtype));
+        return rs;
+      }
+      if (z[j] > raw_max) { raw_max = z[j]; raw_arg = static_cast<std::int64_t>(j); }
+      double zz = z[j], d = 1.0;
+      if (pl.softcap > 0) {
+        const double th = std::tanh(z[j] / pl.softcap);
+        zz = pl.softcap * th;
+        d = 1.0 - th * th;
+      }
+      z[j] = zz / pl.temperature;
+      dd[j] = d / pl.temperature;
+    }
+    double M = -kInf;
+    for (std::size_t j = 0; j < V; ++j) M = std::max(M, z[j]);
+    if (M == -kInf) {
+      rs.lse = -kInf;
+      if (!rs.ignored) rs.err = RowError::kAllNegInf;
+      return rs;
+    }
+    NeumaierSum sum;
+    for (std::size_t j = 0; j < V; ++j) sum.add(std::exp(z[j] - M));
+    const double S = sum.value(), log_s = std::log(S);
+    rs.max = M;
+    rs.s = S;
+    rs.lse = M + log_s;
+    if (rs.ignored) {
+      if (gbase) std::memset(gbase, 0, V * DTypeSize(pl.g.dtype));
+      return rs;
+    }
+    std::vector<double>& p = s.dp;
+    if (pl.soft) {
+      load_row(row_ptr(pl.p.data, pl.p.dtype, pl.sp.stride, r), pl.p.dtype, V, p.data());
+      NeumaierSum ps;
+      for (std::size_t j = 0; j < V; ++j) {
+        if (!(p[j] >= 0 && p[j] <= 1)) { rs.err = RowError::kSoftBad; return rs; }
+        ps.add(p[j]);
+      }
+      if (!(std::fabs(ps.value() - 1.0) <= norm_tolerance(pl.p.dtype, V))) {
+        rs.err = RowError::kSoftSum;
+        return rs;
+      }
+    } else {
+      rs.correct = pl.accuracy && raw_arg == rs.t;
+    }
+    auto coef = [&](std::size_t j) {
+      const double w = pl.w ? pl.w[j] : 1.0;
+      const double tgt = pl.soft ? p[j] : (static_cast<std::int64_t>(j) == rs.t ? 1.0 : 0.0);
+      return w * (pl.a * tgt + pl.b);
+    };
+    const double gamma = pl.gamma;
+    // Per class: q, 1 − q (without cancellation), −log q, the focal factors.
+    auto terms = [&](std::size_t j, double& q, double& omq, double& ce, double& f, double& H) {
+      const double e = std::exp(z[j] - M);
+      q = e / S;
+      omq = q >= 0.5 ? std::max(0.0, S - e) / S : 1.0 - q;
+      ce = (M - z[j]) + log_s;
+      f = gamma == 0 ? 1.0 : std::pow(omq, gamma);
+      const double ratio = omq > 0 ? ce / omq : 1.0;
+      H = f * (1.0 + gamma * q * ratio);
+    };
+    NeumaierSum loss, ch;
+    for (std::size_t j = 0; j < V; ++j) {
+      const double c = coef(j);
+      if (c == 0) continue;
+      double q, omq, ce, f, H;
+      terms(j, q, omq, ce, f, H);
+      loss.add(c * f * ce);
+      ch.add(c * H);
+    }
+    rs.ce = loss.value();
+    rs.zl = pl.z_loss * rs.lse * rs.lse;
+    if (gbase) {
+      const double CH = ch.value();
+      const double sce = pl.scale_ce * rs.upstream, sz = pl.scale_z * rs.upstream;
+      for (std::size_t j = 0; j < V; ++j) {
+        const double c = coef(j);
+        double q, omq, ce, f, H;
+        terms(j, q, omq, ce, f, H);
+        const double cH = c * H;
+        // q_j·CH − c_j·H_j, written so that the dominant class does not cancel.
+        const double gz = sce * (q * (CH - cH) - cH * omq) + sz * 2 * pl.z_loss * rs.lse * q;
+        store_scalar(gbase, pl.g.dtype, j, gz * dd[j]);
+      }
+    }
+    return rs;
+  }
+};
+
+struct RunResult {
+  NeumaierSum ce, zl;
+  std::int64_t correct = 0;
+};
+
+// Runs the whole batch; throws the first (lowest-row) error.
+template <class T>
+RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthreads) {
+  const std::int64_t N = pl.sz.rows;
+  const std::size_t V = static_cast<std::size_t>(pl.sz.cols);
+  // Class weights in the compute type.
+  std::vector<T> wconv;
+  const T* wT = nullptr;
+  if (pl.w) {
+    if constexpr (sizeof(T) == 4) {
+      wT = pl.w;
+    } else {
+      wconv.assign(pl.w, pl.w + V);
+      wT = wconv.data();
+    }
+  }
+  Engine<T> eng{pl, wT};
+  const bool want_grad = pl.g.data != nullptr;
+  const std::int64_t kRowBlock = row_block(N);
+  const std::int64_t nblocks = (N + kRowBlock - 1) / kRowBlock;
+  std::vector<Partial> partial(static_cast<std::size_t>(nblocks));
+  std::vector<std::int64_t> err_row(static_cast<std::size_t>(std::max(nthreads, 1)), N);
+  std::vector<int> err_kind(static_cast<std::size_t>(std::max(nthreads, 1)), 0);
+  using RowState = typename Engine<T>::RowState;
+
+  auto record = [&](std::int64_t r, const RowState& rs, Partial& part) {
+    if (outs.row_lse) outs.row_lse[r] = static_cast<float>(rs.lse);
+    if (outs.row_loss) outs.row_loss[r] = rs.ignored ? 0.0f : static_cast<float>(rs.ce + rs.zl);
+    if (!rs.ignored) {
+      part.ce.add(rs.ce);
+      part.zl.add(rs.zl);
+      part.correct += rs.correct ? 1 : 0;
+    }
+  };
+  auto note_error = [&](int tid, std::int64_t r, RowError e) {
+    if (r < err_row[static_cast<std::size_t>(tid)]) {
+      err_row[static_cast<std::size_t>(tid)] = r;
+      err_kind[static_cast<std::size_t>(tid)] = static_cast<int>(e);
+    }
+  };
+  auto make_scratch = [&](Scratch<T>& s, bool row_wise) {
+    const std::size_t c = std::min(V, cpu::kChunk);
+    if (row_wise && want_grad && !pl.slow) s.e.resize(V);
+    if (pl.z.dtype != Engine<T>::kNative) s.z.resize(c);
+    if (pl.soft && pl.p.dtype != Engine<T>::kNative) s.p.resize(c);
+    if (want_grad && pl.g.dtype != Engine<T>::kNative) s.g.resize(c);
+    s.segs.resize(pl.nchunks);
+    if (pl.slow) {
+      s.dz.resize(V);
+      s.dd.resize(V);
+      if (pl.soft) s.dp.resize(V);
+    }
+  };
+
+  // Short float32 rows: one row per SIMD lane (see cpu/small_rows-inl.h).
+  bool small = false;
+  cpu::SmallRowsSpec ss;
+  if constexpr (sizeof(T) == 4) {
+    small = pl.z.dtype == DType::kF32 && (!pl.soft || pl.p.dtype == DType::kF32) && !pl.slow &&
+            !pl.row_upstream && (!pl.soft || pl.sp.stride < (std::int64_t{1} << 24)) &&
+            V <= cpu::kSmallV && (!want_grad || pl.g.dtype == DType::kF32) &&
+            pl.sz.stride < (std::int64_t{1} << 24) && (!want_grad || pl.sg.stride < (std::int64_t{1} << 24));
+    if (small) {
+      ss.logits = static_cast<const float*>(pl.z.data);
+      ss.logits_stride = static_cast<std::size_t>(pl.sz.stride);
+      ss.cols = V;
+      ss.grad = want_grad ? static_cast<float*>(pl.g.data) : nullptr;
+      ss.grad_stride = static_cast<std::size_t>(pl.sg.stride);
+      if (pl.soft) {
+        ss.soft = static_cast<const float*>(pl.p.data);
+        ss.soft_stride = static_cast<std::size_t>(pl.sp.stride);
+        ss.p_tolerance = norm_tolerance(DType::kF32, V);
+      } else if (pl.t64) {
+        ss.targets64 = static_cast<const std::int64_t*>(pl.targets);
+      } else {
+        ss.targets32 = static_cast<const std::int32_t*>(pl.targets);
+      }
+      ss.ignore_index = pl.ignore_index;
+      ss.weight = pl.w;
+      ss.smoothing = pl.smoothing;
+      ss.a = pl.a;
+      ss.b = pl.b;
+      ss.w_total = pl.w_total;
+      ss.z_loss = pl.z_loss;
+      ss.scale_ce = pl.scale_ce;
+      ss.scale_z = pl.scale_z;
+      ss.accuracy = pl.accuracy;
+      ss.stream = pl.stream;
+      ss.row_loss = outs.row_loss;
+      ss.row_lse = outs.row_lse;
+      cpu::SmallRowsResult probe;
+      small = cpu::SmallRowsF32(ss, 0, 0, &probe);  // false on targets without lanes
+    }
+  }
+  const bool chunked = !small && !pl.slow && pl.nchunks > 1 && N < 2 * nthreads;
+  if (small) {
+#pragma omp parallel num_threads(nthreads)
+    {
+      const int tid = omp_get_thread_num();
+#pragma omp for schedule(static)
+      for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+        if (err_row[static_cast<std::size_t>(tid)] < N) continue;
+        const std::int64_t r0 = blk * kRowBlock, r1 = std::min(N, r0 + kRowBlock);
+        cpu::SmallRowsResult res;
+        cpu::SmallRowsF32(ss, static_cast<std::size_t>(r0), static_cast<std::size_t>(r1), &res);
+        if (res.error_row >= 0) {
+          static constexpr RowError kinds[] = {RowError::kNone, RowError::kNonFinite, RowError::kAllNegInf,
+                                               RowError::kSoftBad, RowError::kSoftSum};
+          note_error(tid, res.error_row, kinds[res.error_kind]);
+          continue;
+        }
+        Partial& part = partial[static_cast<std::size_t>(blk)];
+        part.ce.add(res.ce);
+        part.zl.add(res.zl);
+        part.correct += res.correct;
+      }
+    }
+  } else if (!chunked) {
+    // Rows over threads; each row: stats chunk by chunk, then its gradient
+    // while the row is still in cache.
+#pragma omp parallel num_threads(nthreads)
+    {
+      const int tid = omp_get_thread_num();
+      Scratch<T> s;
+      make_scratch(s, true);
+#pragma omp for schedule(static)
+      for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+        Partial& part = partial[static_cast<std::size_t>(blk)];
+        const std::int64_t r1 = std::min(N, (blk + 1) * kRowBlock);
+        for (std::int64_t r = blk * kRowBlock; r < r1; ++r) {
+          if (err_row[static_cast<std::size_t>(tid)] < N) break;  // this thread already failed
+          if (pl.slow) {
+            const RowState rs = eng.slow_row(r, s, want_grad);
+            if (rs.err != RowError::kNone) { note_error(tid, r, rs.err); break; }
+            record(r, rs, part);
+            continue;
+          }
+          const bool ignored = !pl.soft && target_of(pl, r) == pl.ignore_index;
+          RowState rs;
+          if (ignored && !pl.want_lse) {
+            rs.ignored = true;
+          } else {
+            auto stats = [&](std::size_t c) {
+              return eng.stats_chunk(r, c, s, want_grad ? &s.segs[c] : nullptr,
+                                     want_grad ? s.e.data() + eng.chunk_begin(c) : nullptr);
+            };
+            cpu::ChunkStats st = stats(0);
+            for (std::size_t c = 1; c < pl.nchunks; ++c) st = merge(st, stats(c));
+            rs = eng.finalize(r, st);
+            if (rs.err != RowError::kNone && !(ignored && rs.err == RowError::kNonFinite)) {
+              note_error(tid, r, rs.err);
+              break;
+            }
+            rs.ignored = ignored;
+          }
+          if (want_grad) {
+            for (std::size_t c = 0; c < pl.nchunks; ++c)
+              eng.grad_chunk(r, c, rs, s, s.segs[c], rs.ignored ? nullptr : s.e.data() + eng.chunk_begin(c));
+            if (rs.fix && !rs.ignored) {
+              if (pl.stream) cpu::StreamFence();  // order after the streamed row
+              eng.fix_target(r, rs);
+            }
+          }
+          record(r, rs, part);
+        }
+      }
+      if (pl.stream) cpu::StreamFence();
+    }
+  } else {
+    // Few long rows: (row, chunk) items over threads, in two phases with the
+    // same per-chunk kernels, so the bits equal the row-wise path's.
+    const std::int64_t items = N * static_cast<std::int64_t>(pl.nchunks);
+    std::vector<cpu::ChunkStats> st(static_cast<std::size_t>(items));
+    std::vector<std::vector<cpu::Segment>> segs(static_cast<std::size_t>(items));
+    std::vector<RowState> rows(static_cast<std::size_t>(N));
+    std::vector<char> skip(static_cast<std::size_t>(N), 0);
+    for (std::int64_t r = 0; r < N; ++r)
+      skip[static_cast<std::size_t>(r)] =
+          !pl.soft && !pl.want_lse && target_of(pl, r) == pl.ignore_index;
+#pragma omp parallel num_threads(nthreads)
+    {
+      Scratch<T> s;
+      make_scratch(s, false);
+#pragma omp for schedule(static)
+      for (std::int64_t it = 0; it < items; ++it) {
+        const std::int64_t r = it / static_cast<std::int64_t>(pl.nchunks);
+        if (skip[static_cast<std::size_t>(r)]) continue;
+        st[static_cast<std::size_t>(it)] =
+            eng.stats_chunk(r, static_cast<std::size_t>(it % static_cast<std::int64_t>(pl.nchunks)), s,
+                            want_grad ? &segs[static_cast<std::size_t>(it)] : nullptr, nullptr);
+      }
+    }
+    for (std::int64_t r = 0; r < N; ++r) {
+      RowState& rs = rows[static_cast<std::size_t>(r)];
+      const bool ignored = !pl.soft && target_of(pl, r) == pl.ignore_index;
+      if (skip[static_cast<std::size_t>(r)]) {
+        rs.ignored = true;
+        continue;
+      }
+      const std::size_t base = static_cast<std::size_t>(r) * pl.nchunks;
+      cpu::ChunkStats m = st[base];
+      for (std::size_t c = 1; c < pl.nchunks; ++c) m = merge(m, st[base + c]);
+      rs = eng.finalize(r, m);
+      if (rs.err != RowError::kNone && !(ignored && rs.err == RowError::kNonFinite)) {
+        note_error(0, r, rs.err);
+        break;
+      }
+      rs.ignored = ignored;
+    }
+    if (err_row[0] == N && want_grad) {
+#pragma omp parallel num_threads(nthreads)
+      {
+        Scratch<T> s;
+        make_scratch(s, false);
+#pragma omp for schedule(static)
+        for (std::int64_t it = 0; it < items; ++it) {
+          const std::int64_t r = it / static_cast<std::int64_t>(pl.nchunks);
+          eng.grad_chunk(r, static_cast<std::size_t>(it % static_cast<std::int64_t>(pl.nchunks)),
+                         rows[static_cast<std::size_t>(r)], s, segs[static_cast<std::size_t>(it)], nullptr);
+        }
+        if (pl.stream) cpu::StreamFence();
+      }
+      for (std::int64_t r = 0; r < N; ++r) eng.fix_target(r, rows[static_cast<std::size_t>(r)]);
+    }
+    if (err_row[0] == N)
+      for (std::int64_t r = 0; r < N; ++r)
+        record(r, rows[static_cast<std::size_t>(r)], partial[static_cast<std::size_t>(r / kRowBlock)]);
+  }
+
+  // The first failing row (lowest index, whatever the thread) decides.
+  std::int64_t bad = N;
+  int kind = 0;
+  for (std::size_t i = 0; i < err_row.size(); ++i)
+    if (err_row[i] < bad) { bad = err_row[i]; kind = err_kind[i]; }
+  if (bad < N) {
+    switch (static_cast<RowError>(kind)) {
+      case RowError::kNonFinite: fail_nonfinite_row(pl.fn, pl.z, pl.sz, bad);
+      case RowError::kAllNegInf:
+        fail(ErrorCode::kUndefined, std::string(pl.fn) + ": row " + std::to_string(bad) +
+                                        " has every (transformed) logit -inf: no softmax");
+      case RowError::kSoftBad: {
+        const void* base = row_ptr(pl.p.data, pl.p.dtype, pl.sp.stride, bad);
+        for (std::int64_t j = 0; j < pl.sz.cols; ++j) {
+          const double v = load_elem(base, pl.p.dtype, static_cast<std::size_t>(j));
+          if (!(v >= 0 && v <= 1))
+            fail(std::isnan(v) ? ErrorCode::kNonFinite : ErrorCode::kNotDistribution,
+                 std::string(pl.fn) + ": soft target[" + std::to_string(bad) + "][" +
+                     std::to_string(j) + "] = " + fmt_num(v) + " is not a probability in [0, 1]");
+        }
+        [[fallthrough]];
+      }
+      case RowError::kSoftSum: {
+        const void* base = row_ptr(pl.p.data, pl.p.dtype, pl.sp.stride, bad);
+        NeumaierSum ps;
+        for (std::int64_t j = 0; j < pl.sz.cols; ++j)
+          ps.add(load_elem(base, pl.p.dtype, static_cast<std::size_t>(j)));
+        fail(ErrorCode::kNotDistribution,
+             std::string(pl.fn) + ": soft target row " + std::to_string(bad) + " sums to " +
+                 fmt_num(ps.value()) + ", not 1 (tolerance " +
+                 fmt_num(norm_tolerance(pl.p.dtype, static_cast<std::size_t>(pl.sz.cols))) + ")");
+      }
+      case RowError::kNone: break;
+    }
+  }
+  RunResult out;
+  for (const Partial& p : partial) {
+    out.ce.add(p.ce.value());
+    out.zl.add(p.zl.value());
+    out.correct += p.correct;
+  }
+  return out;
+}
+
+// Validates everything and fills the plan; returns the mean denominators.
+struct Denoms {
+  std::int64_t count = 0;
+  double weight_sum = 0;
+};
+
+Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
+               const CrossEntropyOptions& o, const MutableMatrixView& grad, Plan& pl) {
+  pl.fn = fn;
+  pl.z = logits;
+  pl.sz = check_matrix(fn, "logits", logits.data, logits.dtype, logits.rows, logits.cols,
+                       logits.row_stride);
+  const std::int64_t N = pl.sz.rows, V = pl.sz.cols;
+  if (V == 0)
+    fail(ErrorCode::kEmpty, std::string(fn) + ": logits have V = 0 classes; at least one is needed");
+  if (grad.data) {
+    pl.g = grad;
+    pl.sg = check_matrix(fn, "grad", grad.data, grad.dtype, grad.rows, grad.cols, grad.row_stride);
+    if (pl.sg.rows != N || pl.sg.cols != V)
+      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": grad is " + std::to_string(pl.sg.rows) +
+                                          "×" + std::to_string(pl.sg.cols) + " but logits are " +
+                                          std::to_string(N) + "×" + std::to_string(V));
+    check_alias(fn, "grad", logits, pl.sz, grad, pl.sg);
+  }
+  auto bad_opt = [&](const char* name, double v, const char* rule) {
+    fail(ErrorCode::kInvalidArgument,
+         std::string(fn) + ": " + name + " = " + fmt_num(v) + " " + rule);
+  };
+  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+    bad_opt("label_smoothing", o.label_smoothing, "must be in [0, 1]");
+  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+    bad_opt("temperature", o.temperature, "must be finite and > 0");
+  if (!(o.softcap >= 0) || !std::isfinite(o.softcap))
+    bad_opt("softcap", o.softcap, "must be finite and ≥ 0 (0: off)");
+  if (!(o.z_loss >= 0) || !std::isfinite(o.z_loss))
+    bad_opt("z_loss", o.z_loss, "must be finite and ≥ 0");
+  if (!(o.focal_gamma >= 0) || !std::isfinite(o.focal_gamma))
+    bad_opt("focal_gamma", o.focal_gamma, "must be finite and ≥ 0");
+  if (!std::isfinite(o.grad_scale)) bad_opt("grad_scale", o.grad_scale, "must be finite");
+  if (o.reduction != Reduction::kNone && o.reduction != Reduction::kSum &&
+      o.reduction != Reduction::kMean)
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid reduction");
+  pl.w = o.class_weight;
+  if (pl.w) {
+    NeumaierSum ws;
+    for (std::int64_t c = 0; c < V; ++c) {
+      const double w = pl.w[c];
+      if (!(w >= 0) || !std::isfinite(w))
+        fail(ErrorCode::kInvalidArgument, std::string(fn) + ": class_weight[" + std::to_string(c) +
+                                              "] = " + fmt_num(w) + " must be finite and ≥ 0");
+      ws.add(w);
+    }
+    pl.w_total = ws.value();
+  } else {
+    pl.w_total = static_cast<double>(V);
+  }
+  const double eps = o.label_smoothing;
+  pl.smoothing = eps > 0;
+  if (o.smoothing == Smoothing::kUniform) {
+    pl.a = 1 - eps;
+    pl.b = eps / static_cast<double>(V);
+  } else if (o.smoothing == Smoothing::kOffTarget) {
+    // (1 − ε)p + ε(1 − p)/(V − 1); with V = 1 there is no other class.
+    pl.b = V > 1 ? eps / static_cast<double>(V - 1) : 0.0;
+    pl.a = V > 1 ? 1 - eps - pl.b : 1.0;
+  } else {
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid smoothing mode");
+  }
+  pl.z_loss = o.z_loss;
+  pl.softcap = o.softcap;
+  pl.temperature = o.temperature;
+  pl.gamma = o.focal_gamma;
+  pl.slow = o.softcap > 0 || o.temperature != 1.0 || o.focal_gamma > 0;
+  pl.ignore_index = o.ignore_index;
+  pl.accuracy = o.compute_accuracy;
+
+  Denoms dn;
+  if (targets.kind == Targets::Kind::kSoft) {
+    pl.soft = true;
+    pl.p = targets.soft;
+    pl.sp = check_matrix(fn, "soft targets", targets.soft.data, targets.soft.dtype,
+                         targets.soft.rows, targets.soft.cols, targets.soft.row_stride);
+    if (pl.sp.rows != N || pl.sp.cols != V)
+      fail(ErrorCode::kShapeMismatch,
+           std::string(fn) + ": soft targets are " + std::to_string(pl.sp.rows) + "×" +
+               std::to_string(pl.sp.cols) + " but logits are " + std::to_string(N) + "×" +
+               std::to_string(V));
+    if (grad.data) {
+      // The gradient may overwrite the logits, never the targets.
+      MutableMatrixView gv = grad;
+      check_alias(fn, "grad (against the soft targets)", targets.soft, pl.sp, gv, pl.sg);
+      if (gv.data == targets.soft.data && N > 0)
+        fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad must not alias the soft targets");
+    }
+    dn.count = N;
+    dn.weight_sum = static_cast<double>(N);
+  } else if (targets.kind == Targets::Kind::kIndexInt32 ||
+             targets.kind == Targets::Kind::kIndexInt64) {
+    pl.t64 = targets.kind == Targets::Kind::kIndexInt64;
+    pl.targets = targets.indices;
+    if (N > 0 && pl.targets == nullptr)
+      fail(ErrorCode::kInvalidArgument, std::string(fn) + ": targets.indices is null");
+    NeumaierSum ws;
+    for (std::int64_t r = 0; r < N; ++r) {
+      const std::int64_t t = target_of(pl, r);
+      if (t == pl.ignore_index) continue;
+      if (t < 0 || t >= V)
+        fail(ErrorCode::kTargetOutOfRange,
+             std::string(fn) + ": targets[" + std::to_string(r) + "] = " + std::to_string(t) +
+                 " is out of range [0, " + std::to_string(V) + ") and is not ignore_index (" +
+                 std::to_string(pl.ignore_index) + ")");
+      ++dn.count;
+      ws.add(pl.w ? pl.w[t] : 1.0);
+    }
+    dn.weight_sum = ws.value();
+  } else {
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid targets kind");
+  }
+  pl.nchunks = (static_cast<std::size_t>(V) + cpu::kChunk - 1) / cpu::kChunk;
+  pl.stream = grad.data && static_cast<std::size_t>(N) * static_cast<std::size_t>(V) *
+                                   DTypeSize(grad.dtype) >= kStreamBytes;
+  return dn;
+}
+
+double empty_value(const CrossEntropyOptions& o) {
+  return o.empty_mean == EmptyMean::kNaN ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+}
+
+RunResult run(const Plan& pl, const CrossEntropyOutputs& outs, int nt) {
+  if (pl.z.dtype == DType::kF64) return run_batch<double>(pl, outs, nt);
+  return run_batch<float>(pl, outs, nt);
+}
+
+}  // namespace
+
+// Below 256 KiB of float32 logits a second thread costs more (wake-up, and on a busy
+// machine waiting for it to be scheduled) than it saves. The result does not
+// depend on the thread count, so this is only a speed choice.
+int effective_threads(int nt, const Plan& pl) {
+  const double elems = static_cast<double>(pl.sz.rows) * static_cast<double>(pl.sz.cols);
+  return elems < 65536.0 ? 1 : nt;
+}
+
+CrossEntropyResult cross_entropy_loss(const MatrixView& logits, const Targets& targets,
+                                      const CrossEntropyOptions& options,
+                                      const CrossEntropyOutputs& outputs) {
+  const char* fn = "cross_entropy_loss";
+  int nt = thread_count(options.num_threads);
+  Plan pl;
+  const Denoms dn = prepare(fn, logits, targets, options, outputs.grad, pl);
+  nt = effective_threads(nt, pl);
+  pl.want_lse = outputs.row_lse != nullptr;
+  CrossEntropyResult res;
+  res.count = dn.count;
+  res.weight_sum = dn.weight_sum;
+  const bool mean = options.reduction == Reduction::kMean;
+  const bool ce_empty = mean && !(dn.weight_sum > 0);
+  const bool z_empty = mean && dn.count == 0;
+  pl.scale_ce = options.grad_scale * (mean ? (ce_empty ? 0.0 : 1.0 / dn.weight_sum) : 1.0);
+  pl.scale_z = options.grad_scale * (mean ? (z_empty ? 0.0 : 1.0 / static_cast<double>(dn.count)) : 1.0);
+  if (pl.sz.rows == 0) {
+    res.loss = mean ? empty_value(options) : 0.0;
+    res.z_loss = mean && options.z_loss > 0 ? empty_value(options) : 0.0;
+    return res;
+  }
+  const RunResult rr = run(pl, outputs, nt);
+  res.correct = options.compute_accuracy && !pl.soft ? rr.correct : 0;
+  const double ce = rr.ce.value(), zl = rr.zl.value();
+  if (mean) {
+    const double ce_part = ce_empty ? empty_value(options) : ce / dn.weight_sum;
+    const double z_part = z_empty ? empty_value(options) : zl / static_cast<double>(dn.count);
+    res.z_loss = options.z_loss > 0 ? z_part : 0.0;
+    res.loss = ce_part + res.z_loss;
+    if (ce_empty && options.empty_mean == EmptyMean::kZero) res.loss = res.z_loss;
+  } else {
+    res.z_loss = zl;
+    res.loss = ce + zl;
+  }
+  return res;
+}
+
+void cross_entropy_backward(const MatrixView& logits, const Targets& targets,
+                            const float* row_lse, const CrossEntropyOptions& options,
+                            const float* row_upstream, const MutableMatrixView& grad) {
+  const char* fn = "cross_entropy_backward";
+  int nt = thread_count(options.num_threads);
+  if (grad.data == nullptr && logits.rows > 0)
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad.data is null");
+  Plan pl;
+  const Denoms dn = prepare(fn, logits, targets, options, grad, pl);
+  // row_lse is accepted for API symmetry; the statistics are recomputed from
+  // the logits (same kernels, same bits as the forward), which is both exact
+  // and no slower: the row is read once into cache either way.
+  (void)row_lse;
+  const bool mean = options.reduction == Reduction::kMean;
+  if (row_upstream && options.reduction != Reduction::kNone)
+    fail(ErrorCode::kInvalidArgument,
+         std::string(fn) + ": row_upstream needs reduction none (one value per row)");
+  pl.row_upstream = row_upstream;
+  nt = effective_threads(nt, pl);
+  pl.scale_ce = options.grad_scale * (mean ? (dn.weight_sum > 0 ? 1.0 / dn.weight_sum : 0.0) : 1.0);
+  pl.scale_z = options.grad_scale *
+               (mean ? (dn.count > 0 ? 1.0 / static_cast<double>(dn.count) : 0.0) : 1.0);
+  if (pl.sz.rows == 0) return;
+  CrossEntropyOutputs outs;
+  outs.grad = grad;
+  run(pl, outs, nt);
+}
+
+// ------------------------------------------------------------ BCE and KL
+
+namespace {
+
+// Loads a broadcast weight (none, per class, or N×C).
+struct Bcast {
+  const MatrixView* m = nullptr;
+  Shape s;
+  double at(std::int64_t r, std::int64_t c) const {
+    if (m == nullptr || m->data == nullptr) return 1.0;
+    const std::int64_t rr = s.rows == 1 ? 0 : r;
+    return load_elem(row_ptr(m->data, m->dtype, s.stride, rr), m->dtype, static_cast<std::size_t>(c));
+  }
+};
+
+}  // namespace
+
+double binary_cross_entropy_with_logits_loss(const MatrixView& logits, const MatrixView& targets,
+                                             const BceOptions& options, const BceOutputs& outputs) {
+  const char* fn = "binary_cross_entropy_with_logits_loss";
+  const int nt = thread_count(options.num_threads);
+  const Shape sx = check_matrix(fn, "logits", logits.data, logits.dtype, logits.rows, logits.cols,
+                                logits.row_stride);
+  const Shape sy = check_matrix(fn, "targets", targets.data, targets.dtype, targets.rows,
+                                targets.cols, targets.row_stride);
+  const std::int64_t N = sx.rows, C = sx.cols;
+  if (sy.rows != N || sy.cols != C)
+    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": targets are " + std::to_string(sy.rows) +
+                                        "×" + std::to_string(sy.cols) + " but logits are " +
+                                        std::to_string(N) + "×" + std::to_string(C));
+  Bcast wb;
+  if (options.weight.data) {
+    wb.m = &options.weight;
+    wb.s = check_matrix(fn, "weight", options.weight.data, options.weight.dtype,
+                        options.weight.rows, options.weight.cols, options.weight.row_stride);
+    if (!((wb.s.rows == 1 || wb.s.rows == N) && wb.s.cols == C))
+      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": weight is " + std::to_string(wb.s.rows) +
+                                          "×" + std::to_string(wb.s.cols) + "; it must be 1×" +
+                                          std::to_string(C) + " or " + std::to_string(N) + "×" +
+                                          std::to_string(C));
+  }
+  if (!std::isfinite(options.grad_scale))
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad_scale = " +
+                                          fmt_num(options.grad_scale) + " must be finite");
+  Shape sg, sl;
+  if (outputs.grad.data) {
+    sg = check_matrix(fn, "grad", outputs.grad.data, outputs.grad.dtype, outputs.grad.rows,
+                      outputs.grad.cols, outputs.grad.row_stride);
+    if (sg.rows != N || sg.cols != C)
+      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": grad shape differs from logits");
+    check_alias(fn, "grad", logits, sx, outputs.grad, sg);
+  }
+  if (outputs.elem_loss.data) {
+    sl = check_matrix(fn, "elem_loss", outputs.elem_loss.data, outputs.elem_loss.dtype,
+                      outputs.elem_loss.rows, outputs.elem_loss.cols, outputs.elem_loss.row_stride);
+    if (sl.rows != N || sl.cols != C)
+      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": elem_loss shape differs from logits");
+  }
+  const bool mean = options.reduction == Reduction::kMean;
+  const double numel = static_cast<double>(N) * static_cast<double>(C);
+  if (N == 0 || C == 0) return mean ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+  const double gscale = options.grad_scale * (mean ? 1.0 / numel : 1.0);
+  // float32 everywhere: the SIMD row kernel; anything else, and any row it
+  // flags (non-finite logits, targets outside [0, 1]), the scalar path below.
+  const bool fast = logits.dtype == DType::kF32 && targets.dtype == DType::kF32 &&
+                    (!outputs.grad.data || outputs.grad.dtype == DType::kF32) &&
+                    (!outputs.elem_loss.data || outputs.elem_loss.dtype == DType::kF32) &&
+                    (!options.weight.data || options.weight.dtype == DType::kF32);
+  std::vector<double> part(static_cast<std::size_t>(N), 0.0);
+  std::int64_t bad_row = N, bad_col = 0;
+  double bad_val = 0;
+  bool bad_is_target = false;
+  // Short packed rows without per-class broadcasts are processed a group of
+  // rows at a time (elementwise, so a group is just a longer row). The
+  // grouping depends on the shape and options only, never on the threads.
+  const bool packed = sx.stride == C && sy.stride == C && (!outputs.grad.data || sg.stride == C) &&
+                      (!outputs.elem_loss.data || sl.stride == C) && options.pos_weight == nullptr &&
+                      (!options.weight.data || (wb.s.rows == N && wb.s.stride == C && N > 1));
+  const std::int64_t group = fast && packed && C < 8192 ? std::max<std::int64_t>(1, 8192 / C) : 1;
+  const std::int64_t units = (N + group - 1) / group;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<double> x, y;
+    std::int64_t my_bad = N, my_col = 0;
+    double my_val = 0;
+    bool my_t = false;
+    // The scalar row, in double: the same rearranged formula as bce-inl.h.
+    auto scalar_row = [&](std::int64_t r) {
+      x.resize(static_cast<std::size_t>(C));
+      y.resize(static_cast<std::size_t>(C));
+      load_row(row_ptr(logits.data, logits.dtype, sx.stride, r), logits.dtype, static_cast<std::size_t>(C), x.data());
+      load_row(row_ptr(targets.data, targets.dtype, sy.stride, r), targets.dtype, static_cast<std::size_t>(C), y.data());
+      void* g = outputs.grad.data ? row_ptr(outputs.grad.data, outputs.grad.dtype, sg.stride, r) : nullptr;
+      void* l = outputs.elem_loss.data ? row_ptr(outputs.elem_loss.data, outputs.elem_loss.dtype, sl.stride, r)
+                                       : nullptr;
+      NeumaierSum acc;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double xv = x[static_cast<std::size_t>(c)], yv = y[static_cast<std::size_t>(c)];
+        if (std::isnan(xv)) { my_bad = r; my_col = c; my_val = xv; return; }
+        if (!(yv >= 0 && yv <= 1)) { my_bad = r; my_col = c; my_val = yv; my_t = true; return; }
+        const double w = wb.at(r, c);
+        const double pw = options.pos_weight ? options.pos_weight[c] : 1.0;
+        const double lw = 1 + (pw - 1) * yv;
+        const double e = std::exp(-std::fabs(xv));
+        // ±inf logits: the limits (a zero coefficient times ∞ is 0).
+        const double lin = xv >= 0 ? ((1 - yv) == 0 ? 0.0 : (1 - yv) * xv)
+                                   : (pw * yv == 0 ? 0.0 : -pw * yv * xv);
+        const double loss = w == 0 ? 0.0 : w * (lw * std::log1p(e) + lin);
+        acc.add(loss);
+        if (l) store_scalar(l, outputs.elem_loss.dtype, static_cast<std::size_t>(c), loss);
+        if (g) {
+          const double num = xv >= 0 ? (1 - yv) - pw * yv * e : (1 - yv) * e - pw * yv;
+          store_scalar(g, outputs.grad.dtype, static_cast<std::size_t>(c), gscale * w * num / (1 + e));
+        }
+      }
+      part[static_cast<std::size_t>(r)] = acc.value();
+    };
+    std::vector<float> wrow;
+#pragma omp for schedule(static)
+    for (std::int64_t u = 0; u < units; ++u) {
+      if (my_bad < N) continue;
+      const std::int64_t r0 = u * group, r1 = std::min(N, r0 + group);
+      if (fast) {
+        // A unit of `group` packed rows is one long row for the kernel.
+        const std::size_t n = static_cast<std::size_t>((r1 - r0) * C);
+        cpu::BceRowSpec spec;
+        spec.grad_scale = gscale;
+        spec.pos_weight = options.pos_weight;
+        if (options.weight.data)
+          spec.weight = static_cast<const float*>(row_ptr(options.weight.data, DType::kF32, wb.s.stride,
+                                                          wb.s.rows == 1 ? 0 : r0));
+        float* grow = outputs.grad.data
+                          ? static_cast<float*>(row_ptr(outputs.grad.data, DType::kF32, sg.stride, r0))
+                          : nullptr;
+        // In place, the gradient goes through a cached scratch row, so that a
+        // flagged row still has its logits for the scalar path.
+        const bool in_place = grow != nullptr && outputs.grad.data == logits.data;
+        if (in_place) wrow.resize(n);
+        spec.grad = in_place ? wrow.data() : grow;
+        spec.elem_loss = outputs.elem_loss.data
+                             ? static_cast<float*>(row_ptr(outputs.elem_loss.data, DType::kF32, sl.stride, r0))
+                             : nullptr;
+        cpu::BceRowStats st;
+        cpu::BceRowF32(static_cast<const float*>(row_ptr(logits.data, DType::kF32, sx.stride, r0)),
+                       static_cast<const float*>(row_ptr(targets.data, DType::kF32, sy.stride, r0)), n, spec,
+                       &st);
+        if (!st.flagged) {
+          if (in_place) std::memcpy(grow, wrow.data(), n * 4);
+          part[static_cast<std::size_t>(r0)] = st.loss;
+          continue;
+        }
+      }
+      for (std::int64_t r = r0; r < r1 && my_bad == N; ++r) scalar_row(r);
+    }
+#pragma omp critical
+    if (my_bad < bad_row) {
+      bad_row = my_bad;
+      bad_col = my_col;
+      bad_val = my_val;
+      bad_is_target = my_t;
+    }
+  }
+  if (bad_row < N) {
+    if (bad_is_target)
+      fail(std::isnan(bad_val) ? ErrorCode::kNonFinite : ErrorCode::kNotDistribution,
+           std::string(fn) + ": targets[" + std::to_string(bad_row) + "][" +
+               std::to_string(bad_col) + "] = " + fmt_num(bad_val) + " is not in [0, 1]");
+    fail(ErrorCode::kNonFinite, std::string(fn) + ": logits[" + std::to_string(bad_row) + "][" +
+                                    std::to_string(bad_col) + "] = " + fmt_num(bad_val));
+  }
+  NeumaierSum total;
+  for (double p : part) total.add(p);
+  return mean ? total.value() / numel : total.value();
+}
+
+double kl_div_loss(const MatrixView& input_log_q, const MatrixView& target,
+                   const KlDivOptions& options, const KlDivOutputs& outputs) {
+  const char* fn = "kl_div_loss";
+  const int nt = thread_count(options.num_threads);
+  const Shape sx = check_matrix(fn, "input", input_log_q.data, input_log_q.dtype,
+                                input_log_q.rows, input_log_q.cols, input_log_q.row_stride);
+  const Shape sy = check_matrix(fn, "target", target.data, target.dtype, target.rows, target.cols,
+                                target.row_stride);
+  const std::int64_t N = sx.rows, C = sx.cols;
+  if (sy.rows != N || sy.cols != C)
+    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": target shape differs from input");
+  if (!std::isfinite(options.grad_scale))
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad_scale must be finite");
+  Shape sg, sl;
+  if (outputs.grad.data) {
+    sg = check_matrix(fn, "grad", outputs.grad.data, outputs.grad.dtype, outputs.grad.rows,
+                      outputs.grad.cols, outputs.grad.row_stride);
+    if (sg.rows != N || sg.cols != C)
+      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": grad shape differs from input");
+    check_alias(fn, "grad", input_log_q, sx, outputs.grad, sg);
+  }
+  if (outputs.elem_loss.data) {
+    sl = check_matrix(fn, "elem_loss", outputs.elem_loss.data, outputs.elem_loss.dtype,
+                      outputs.elem_loss.rows, outputs.elem_loss.cols, outputs.elem_loss.row_stride);
+    if (sl.rows != N || sl.cols != C)
+      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": elem_loss shape differs from input");
+  }
+  const double numel = static_cast<double>(N) * static_cast<double>(C);
+  double div = 1.0;
+  switch (options.reduction) {
+    case KlReduction::kNone:
+    case KlReduction::kSum: div = 1.0; break;
+    case KlReduction::kMean: div = numel; break;
+    case KlReduction::kBatchMean: div = static_cast<double>(N); break;
+  }
+  if (N == 0 || C == 0)
+    return (options.reduction == KlReduction::kMean || options.reduction == KlReduction::kBatchMean)
+               ? std::numeric_limits<double>::quiet_NaN()
+               : 0.0;
+  const double gscale = options.grad_scale / div;
+  std::vector<NeumaierSum> part(static_cast<std::size_t>(N));
+  std::int64_t bad_row = N, bad_col = 0;
+  double bad_val = 0;
+  bool bad_target = false;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<double> x(static_cast<std::size_t>(C)), y(static_cast<std::size_t>(C));
+    std::int64_t my_bad = N, my_col = 0;
+    double my_val = 0;
+    bool my_t = false;
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < N; ++r) {
+      if (my_bad < N) continue;
+      load_row(row_ptr(input_log_q.data, input_log_q.dtype, sx.stride, r), input_log_q.dtype,
+               static_cast<std::size_t>(C), x.data());
+      load_row(row_ptr(target.data, target.dtype, sy.stride, r), target.dtype,
+               static_cast<std::size_t>(C), y.data());
+      void* g = outputs.grad.data ? row_ptr(outputs.grad.data, outputs.grad.dtype, sg.stride, r) : nullptr;
+      void* l = outputs.elem_loss.data
+                    ? row_ptr(outputs.elem_loss.data, outputs.elem_loss.dtype, sl.stride, r)
+                    : nullptr;
+      NeumaierSum acc;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double xv = x[static_cast<std::size_t>(c)], tv = y[static_cast<std::size_t>(c)];
+        if (std::isnan(xv)) { my_bad = r; my_col = c; my_val = xv; break; }
+        double p, loss;
+        if (options.log_target) {
+          if (std::isnan(tv) || tv == kInf) { my_bad = r; my_col = c; my_val = tv; my_t = true; break; }
+          p = std::exp(tv);
+          loss = p > 0 ? p * (tv - xv) : 0.0;
+        } else {
+          if (!(tv >= 0)) { my_bad = r; my_col = c; my_val = tv; my_t = true; break; }
+          p = tv;
+          loss = p > 0 ? p * (std::log(p) - xv) : 0.0;  // 0·log 0 = 0
+        }
+        acc.add(loss);
+        if (l) store_scalar(l, outputs.elem_loss.dtype, static_cast<std::size_t>(c), loss);
+        if (g) store_scalar(g, outputs.grad.dtype, static_cast<std::size_t>(c), -gscale * p);
+      }
+      part[static_cast<std::size_t>(r)] = acc;
+    }
+#pragma omp critical
+    if (my_bad < bad_row) {
+      bad_row = my_bad;
+      bad_col = my_col;
+      bad_val = my_val;
+      bad_target = my_t;
+    }
+  }
+  if (bad_row < N)
+    fail(bad_target && !std::isnan(bad_val) ? ErrorCode::kNotDistribution : ErrorCode::kNonFinite,
+         std::string(fn) + ": " + (bad_target ? "target[" : "input[") + std::to_string(bad_row) +
+             "][" + std::to_string(bad_col) + "] = " + fmt_num(bad_val) +
+             (bad_target ? " is not a valid (log-)probability" : " is NaN"));
+  NeumaierSum total;
+  for (const NeumaierSum& p : part) total.add(p.value());
+  return total.value() / div;
+}
+
+}  // namespace xent

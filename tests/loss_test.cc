@@ -1,0 +1,775 @@
+// cross_entropy_loss / cross_entropy_backward against the long-double
+// reference (src/reference/loss_reference.h): every option alone and
+// combined, every dtype, strided rows, in-place gradients, extreme logits,
+// long rows, thread-count determinism, and every error case.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "loss_test_util.h"
+#include "xent/error.h"
+#include "xent/gradcheck.h"
+
+namespace xent::test {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInfD = std::numeric_limits<double>::infinity();
+
+struct CeCase {
+  std::int64_t N = 5, V = 11, stride = 0;
+  DType dt = DType::kF32, gdt = DType::kF32;
+  double sigma = 3;
+  unsigned seed = 1;
+  bool soft = false;
+  DType soft_dt = DType::kF32;
+  bool int32 = false;
+  bool weights = false;
+  bool inplace = false;
+  bool grad = true;
+  int ignore_every = 0;  // every k-th row gets ignore_index
+  std::vector<std::int64_t> targets;  // empty: random
+  CrossEntropyOptions o;
+  Buffer logits;  // empty: random
+};
+
+reference::CeRefOptions ref_options(const CrossEntropyOptions& o, const std::vector<float>& w) {
+  reference::CeRefOptions r;
+  r.reduction = o.reduction == Reduction::kNone  ? reference::RefReduction::kNone
+                : o.reduction == Reduction::kSum ? reference::RefReduction::kSum
+                                                 : reference::RefReduction::kMean;
+  r.ignore_index = o.ignore_index;
+  for (float x : w) r.weight.push_back(x);
+  r.epsilon = o.label_smoothing;
+  r.off_target = o.smoothing == Smoothing::kOffTarget;
+  r.temperature = o.temperature;
+  r.softcap = o.softcap;
+  r.z_loss = o.z_loss;
+  r.gamma = o.focal_gamma;
+  r.empty_nan = o.empty_mean == EmptyMean::kNaN;
+  r.grad_scale = o.grad_scale;
+  return r;
+}
+
+// Runs the case through xent and the reference and compares every output.
+void check_ce(CeCase cc) {
+  SCOPED_TRACE("N=" + std::to_string(cc.N) + " V=" + std::to_string(cc.V) + " dtype=" +
+               DTypeName(cc.dt) + " grad=" + DTypeName(cc.gdt) + " soft=" + std::to_string(cc.soft));
+  Buffer z = cc.logits.rows ? cc.logits : random_logits(cc.dt, cc.N, cc.V, cc.sigma, cc.seed, cc.stride);
+  const std::vector<Row> zr = z.rows_real();
+  std::vector<std::int64_t> t = cc.targets.empty() ? random_targets(cc.N, cc.V, cc.seed + 7) : cc.targets;
+  if (cc.ignore_every)
+    for (std::size_t i = 0; i < t.size(); i += static_cast<std::size_t>(cc.ignore_every))
+      t[i] = cc.o.ignore_index;
+  std::vector<std::int32_t> t32(t.begin(), t.end());
+  std::vector<float> w;
+  if (cc.weights) {
+    std::mt19937 rng(cc.seed + 3);
+    std::uniform_real_distribution<float> u(0.1f, 3.0f);
+    for (std::int64_t i = 0; i < cc.V; ++i) w.push_back(i % 7 == 3 ? 0.0f : u(rng));
+    cc.o.class_weight = w.data();
+  }
+  Buffer p;
+  std::vector<Row> pr;
+  Targets tg = cc.int32 ? Targets::Index(t32.data()) : Targets::Index(t.data());
+  if (cc.soft) {
+    p = random_soft(cc.soft_dt, cc.N, cc.V, cc.seed + 11);
+    pr = p.rows_real();
+    tg = Targets::Soft(p.view());
+  }
+  std::vector<float> row_loss(static_cast<std::size_t>(cc.N), -1.f), row_lse(static_cast<std::size_t>(cc.N), -1.f);
+  Buffer g;
+  CrossEntropyOutputs outs;
+  outs.row_loss = row_loss.data();
+  outs.row_lse = row_lse.data();
+  if (cc.grad) {
+    if (cc.inplace) {
+      g = z;  // a copy that is both the logits and the gradient
+      outs.grad = g.mut();
+    } else {
+      g = Buffer(cc.gdt, cc.N, cc.V, cc.stride);
+      outs.grad = g.mut();
+    }
+  }
+  cc.o.compute_accuracy = true;
+  const CrossEntropyResult res =
+      cross_entropy_loss(cc.inplace ? g.view() : z.view(), tg, cc.o, outs);
+  const auto ref = reference::cross_entropy_batch(zr, cc.soft ? std::vector<std::int64_t>{} : t, pr,
+                                                  ref_options(cc.o, w));
+  const double rel = cc.dt == DType::kF64 ? 1e-11 : 5e-7;
+  const double abs = cc.dt == DType::kF64 ? 1e-13 : 1e-7;
+  EXPECT_TRUE(Near(res.loss, ref.loss, rel, abs)) << "loss";
+  EXPECT_TRUE(Near(res.z_loss, ref.z_loss, rel, abs)) << "z_loss";
+  EXPECT_EQ(res.count, ref.count);
+  EXPECT_TRUE(Near(res.weight_sum, ref.weight_sum, 1e-12, 0));
+  if (!cc.soft) EXPECT_EQ(res.correct, ref.correct);
+  for (std::int64_t r = 0; r < cc.N; ++r) {
+    EXPECT_TRUE(Near(row_loss[r], ref.row_loss[r], 5e-7, 1e-7)) << "row_loss " << r;
+    const bool ign = !cc.soft && t[r] == cc.o.ignore_index;
+    (void)ign;
+    EXPECT_TRUE(Near(row_lse[r], ref.row_lse[r], 5e-7, 1e-7)) << "row_lse " << r;
+  }
+  if (!cc.grad) return;
+  // Gradient: relative to each element, with an absolute floor of 1e-7 in
+  // units of the gradient's scale (1/Σw under mean).
+  double scale = std::fabs(cc.o.grad_scale);
+  if (cc.o.reduction == Reduction::kMean && ref.weight_sum > 0) scale /= static_cast<double>(ref.weight_sum);
+  double wmax = 1;
+  for (float x : w) wmax = std::max<double>(wmax, x);
+  const DType out_dt = cc.inplace ? z.dtype : cc.gdt;
+  const double grel = std::max(dtype_rel(out_dt), rel);
+  const double gabs = (out_dt == DType::kF64 && cc.dt == DType::kF64 ? 1e-13 : 1e-7) * scale * wmax *
+                      std::max(1.0, 1.0 / cc.o.temperature) * (1 + 2 * cc.o.z_loss * 20);
+  // float16 stores values below 2^-14 as subnormals, 2^-24 apart.
+  const double gabs_out = out_dt == DType::kF16 ? std::max(gabs, 0x1p-25 * 1.01) : gabs;
+  int bad = 0;
+  for (std::int64_t r = 0; r < cc.N && bad < 5; ++r)
+    for (std::int64_t c = 0; c < cc.V && bad < 5; ++c) {
+      const auto ok = Near(g.get(r, c), ref.grad[r][c], grel, gabs_out);
+      if (!ok) {
+        ++bad;
+        ADD_FAILURE() << "grad[" << r << "][" << c << "]: " << ok.message();
+      }
+    }
+  // The padding between rows is never written.
+  for (std::int64_t r = 0; r < cc.N; ++r)
+    for (std::int64_t c = cc.V; c < g.stride; ++c) EXPECT_TRUE(std::isnan(g.get(r, c)));
+}
+
+// ------------------------------------------------------------ hard targets
+
+TEST(CrossEntropyLoss, PlainShapesAndReductions) {
+  for (Reduction red : {Reduction::kMean, Reduction::kSum, Reduction::kNone})
+    for (auto [n, v] : {std::pair{1, 1}, {1, 2}, {3, 7}, {17, 100}, {9, 1000}, {4, 33000}}) {
+      CeCase cc;
+      cc.N = n;
+      cc.V = v;
+      cc.o.reduction = red;
+      check_ce(cc);
+    }
+}
+
+TEST(CrossEntropyLoss, StridedRowsAndInt32Targets) {
+  CeCase cc;
+  cc.N = 6;
+  cc.V = 37;
+  cc.stride = 45;
+  cc.int32 = true;
+  check_ce(cc);
+  cc.V = 40000;
+  cc.stride = 40003;
+  cc.N = 3;
+  check_ce(cc);
+}
+
+TEST(CrossEntropyLoss, ClassWeights) {
+  for (Reduction red : {Reduction::kMean, Reduction::kSum, Reduction::kNone}) {
+    CeCase cc;
+    cc.N = 20;
+    cc.V = 50;
+    cc.weights = true;
+    cc.o.reduction = red;
+    check_ce(cc);
+  }
+}
+
+TEST(CrossEntropyLoss, IgnoreIndex) {
+  CeCase cc;
+  cc.N = 12;
+  cc.V = 30;
+  cc.ignore_every = 3;
+  check_ce(cc);
+  cc.o.ignore_index = 4;  // a valid class as ignore_index stays in the softmax
+  cc.ignore_every = 2;
+  cc.weights = true;
+  check_ce(cc);
+}
+
+TEST(CrossEntropyLoss, LabelSmoothingBothConventions) {
+  for (Smoothing sm : {Smoothing::kUniform, Smoothing::kOffTarget})
+    for (double eps : {0.1, 0.5, 1.0}) {
+      CeCase cc;
+      cc.N = 9;
+      cc.V = 70;
+      cc.o.label_smoothing = eps;
+      cc.o.smoothing = sm;
+      check_ce(cc);
+      cc.weights = true;
+      cc.ignore_every = 4;
+      check_ce(cc);
+    }
+  CeCase one;  // V = 1: off-target smoothing has no other class
+  one.N = 3;
+  one.V = 1;
+  one.o.label_smoothing = 0.3;
+  one.o.smoothing = Smoothing::kOffTarget;
+  check_ce(one);
+}
+
+TEST(CrossEntropyLoss, SoftTargets) {
+  for (Reduction red : {Reduction::kMean, Reduction::kSum, Reduction::kNone}) {
+    CeCase cc;
+    cc.N = 8;
+    cc.V = 90;
+    cc.soft = true;
+    cc.o.reduction = red;
+    check_ce(cc);
+    cc.weights = true;
+    cc.o.label_smoothing = 0.2;
+    check_ce(cc);
+    cc.o.smoothing = Smoothing::kOffTarget;
+    check_ce(cc);
+  }
+  CeCase bf;
+  bf.soft = true;
+  bf.soft_dt = DType::kBF16;
+  bf.V = 40;
+  check_ce(bf);
+}
+
+TEST(CrossEntropyLoss, ZLossTemperatureSoftcapFocal) {
+  CeCase cc;
+  cc.N = 7;
+  cc.V = 60;
+  cc.o.z_loss = 1e-3;
+  check_ce(cc);
+  cc.o.z_loss = 0;
+  cc.o.temperature = 2.5;
+  check_ce(cc);
+  cc.o.temperature = 0.7;
+  check_ce(cc);
+  cc.o.temperature = 1;
+  cc.o.softcap = 5;
+  check_ce(cc);
+  cc.o.softcap = 0;
+  for (double gamma : {0.5, 1.0, 2.0}) {
+    cc.o.focal_gamma = gamma;
+    check_ce(cc);
+  }
+}
+
+TEST(CrossEntropyLoss, EveryOptionCombined) {
+  for (bool soft : {false, true})
+    for (Reduction red : {Reduction::kMean, Reduction::kSum, Reduction::kNone}) {
+      CeCase cc;
+      cc.N = 10;
+      cc.V = 45;
+      cc.soft = soft;
+      cc.weights = true;
+      cc.ignore_every = soft ? 0 : 3;
+      cc.o.reduction = red;
+      cc.o.label_smoothing = 0.15;
+      cc.o.z_loss = 2e-3;
+      cc.o.temperature = 1.5;
+      cc.o.softcap = 8;
+      cc.o.focal_gamma = 1.5;
+      cc.o.grad_scale = 0.75;
+      check_ce(cc);
+      cc.o.focal_gamma = 0;
+      cc.o.softcap = 0;
+      cc.o.temperature = 1;  // the SIMD path with weights + smoothing + z-loss
+      check_ce(cc);
+    }
+}
+
+TEST(CrossEntropyLoss, GradScale) {
+  CeCase cc;
+  cc.o.grad_scale = -3.5;
+  check_ce(cc);
+}
+
+TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
+  // V ≤ 32 float32 rows take the one-row-per-lane kernel: every option it
+  // supports, partial tiles, strides, in place, extreme logits.
+  for (std::int64_t v : {2, 10, 17, 32})
+    for (int variant = 0; variant < 5; ++variant) {
+      CeCase cc;
+      cc.N = 1000 + v;  // not a multiple of any vector length
+      cc.V = v;
+      cc.ignore_every = 7;
+      if (variant == 1) cc.weights = true, cc.o.label_smoothing = 0.2;
+      if (variant == 2) cc.o.label_smoothing = 0.3, cc.o.smoothing = Smoothing::kOffTarget, cc.stride = v + 3;
+      if (variant == 3) cc.o.z_loss = 1e-3, cc.o.reduction = Reduction::kNone, cc.inplace = true, cc.int32 = true;
+      if (variant == 4) cc.sigma = 1e4, cc.o.reduction = Reduction::kSum;
+      check_ce(cc);
+      cc.soft = true;  // soft targets through the same kernel
+      cc.ignore_every = 0;
+      check_ce(cc);
+    }
+  CeCase masked;  // -inf masks and a near-certain target
+  masked.N = 40;
+  masked.V = 10;
+  masked.logits = random_logits(DType::kF32, 40, 10, 2.0, 8);
+  masked.targets = random_targets(40, 10, 9);
+  for (std::int64_t r = 0; r < 40; ++r) {
+    masked.logits.set(r, (masked.targets[r] + 1) % 10, -kInfD);
+    if (r % 3 == 0) masked.logits.set(r, masked.targets[r], 20.0);
+  }
+  check_ce(masked);
+}
+
+// ------------------------------------------------------------ dtypes
+
+TEST(CrossEntropyLoss, EveryDtype) {
+  for (DType dt : {DType::kF32, DType::kF64, DType::kBF16, DType::kF16})
+    for (DType gdt : {DType::kF32, DType::kF64, DType::kBF16, DType::kF16}) {
+      CeCase cc;
+      cc.N = 6;
+      cc.V = 300;
+      cc.stride = 310;
+      cc.dt = dt;
+      cc.gdt = gdt;
+      check_ce(cc);
+    }
+  CeCase d;
+  d.dt = DType::kF64;
+  d.gdt = DType::kF64;
+  d.weights = true;
+  d.o.label_smoothing = 0.1;
+  d.N = 4;
+  d.V = 40000;
+  check_ce(d);
+  d.weights = false;  // float64, smoothing without weights, rising maxima
+  d.N = 3;
+  d.V = 3000;
+  d.logits = Buffer(DType::kF64, 3, 3000);
+  for (std::int64_t r = 0; r < 3; ++r)
+    for (std::int64_t c = 0; c < 3000; ++c) d.logits.set(r, c, 0.01 * static_cast<double>(c) * (r + 1));
+  check_ce(d);
+  d.logits = Buffer();
+  d.soft = true;
+  d.soft_dt = DType::kF64;
+  d.V = 500;
+  check_ce(d);
+}
+
+TEST(CrossEntropyLoss, InPlaceGradient) {
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF64, DType::kF16}) {
+    CeCase cc;
+    cc.N = 5;
+    cc.V = 1000;
+    cc.stride = 1003;
+    cc.dt = dt;
+    cc.inplace = true;
+    check_ce(cc);
+    cc.o.label_smoothing = 0.1;
+    cc.weights = true;
+    check_ce(cc);
+  }
+  CeCase big;  // in place across chunk boundaries and with few long rows
+  big.N = 1;
+  big.V = 100000;
+  big.inplace = true;
+  check_ce(big);
+}
+
+// ------------------------------------------------------------ extreme logits
+
+TEST(CrossEntropyLoss, ExtremeLogits) {
+  for (double sigma : {1e4, 1e30}) {
+    CeCase cc;
+    cc.N = 6;
+    cc.V = 100;
+    cc.sigma = sigma;
+    check_ce(cc);
+    cc.o.label_smoothing = 0.1;
+    check_ce(cc);
+  }
+  // -inf masks (the targets stay finite) and a row with one finite logit.
+  CeCase m;
+  m.N = 4;
+  m.V = 50;
+  m.logits = random_logits(DType::kF32, 4, 50, 2.0, 5);
+  m.targets = {0, 1, 2, 3};
+  for (std::int64_t r = 0; r < 4; ++r)
+    for (std::int64_t c = 10; c < 50; c += (r + 2)) m.logits.set(r, c, -kInfD);
+  for (std::int64_t c = 0; c < 50; ++c) m.logits.set(3, c, c == 3 ? 0.0 : -kInfD);  // one finite logit
+  check_ce(m);
+  // -inf on the target itself: the loss is +inf, the gradient finite.
+  CeCase inf_t;
+  inf_t.N = 2;
+  inf_t.V = 8;
+  inf_t.o.reduction = Reduction::kNone;
+  inf_t.logits = random_logits(DType::kF32, 2, 8, 1.0, 9);
+  inf_t.targets = {5, 1};
+  inf_t.logits.set(0, 5, -kInfD);
+  check_ce(inf_t);
+  // Soft targets with -inf where p = 0 are fine (0·log 0 = 0).
+  CeCase sm;
+  sm.N = 1;
+  sm.V = 4;
+  sm.soft = true;
+  sm.logits = random_logits(DType::kF32, 1, 4, 1.0, 3);
+  check_ce(sm);
+}
+
+TEST(CrossEntropyLoss, RisingMaximaRescale) {
+  // Sorted rows move the running max at every block: every rescale path.
+  for (bool weights : {false, true})
+    for (bool soft : {false, true}) {
+      CeCase cc;
+      cc.N = 2;
+      cc.V = 5000;
+      cc.weights = weights;
+      cc.soft = soft;
+      cc.o.label_smoothing = 0.1;
+      cc.logits = Buffer(DType::kF32, 2, 5000);
+      for (std::int64_t c = 0; c < 5000; ++c) {
+        cc.logits.set(0, c, 0.02 * static_cast<double>(c));
+        cc.logits.set(1, c, 1e3 * std::sin(0.001 * static_cast<double>(c * c)));
+      }
+      check_ce(cc);
+    }
+}
+
+TEST(CrossEntropyLoss, TrueClassGradientDoesNotCancel) {
+  // q_t = 1 − δ with δ down to 1e-7: g_t = −δ must keep its relative
+  // accuracy, in float32 and in bfloat16 (written in place too).
+  for (DType dt : {DType::kF32, DType::kBF16})
+    for (double gap : {8.0, 12.0, 16.0}) {
+      CeCase cc;
+      cc.N = 3;
+      cc.V = 64;
+      cc.dt = dt;
+      cc.gdt = dt;
+      cc.targets = {2, 2, 2};
+      cc.logits = random_logits(dt, 3, 64, 1.0, 21);
+      for (std::int64_t r = 0; r < 3; ++r) cc.logits.set(r, 2, gap + r);
+      cc.o.reduction = Reduction::kSum;
+      check_ce(cc);
+      cc.inplace = true;
+      check_ce(cc);
+    }
+}
+
+TEST(CrossEntropyLoss, LongRowsAccuracy) {
+  const std::int64_t V = kSanitized ? 65536 : 262144;
+  CeCase cc;
+  cc.N = 2;
+  cc.V = V;
+  cc.sigma = 4;
+  check_ce(cc);
+  cc.o.label_smoothing = 0.1;
+  cc.sigma = 1;
+  check_ce(cc);
+  cc.soft = true;
+  cc.N = 1;
+  check_ce(cc);
+}
+
+// ------------------------------------------------------------ determinism
+
+struct Bits {
+  double loss;
+  std::vector<float> grad, row_loss;
+};
+
+Bits run_threads(const Buffer& z, const std::vector<std::int64_t>& t, int threads,
+                 const CrossEntropyOptions& base, const Buffer* soft = nullptr) {
+  CrossEntropyOptions o = base;
+  o.num_threads = threads;
+  Buffer g(DType::kF32, z.rows, z.cols);
+  Bits b;
+  b.row_loss.assign(static_cast<std::size_t>(z.rows), 0);
+  CrossEntropyOutputs outs;
+  outs.grad = g.mut();
+  outs.row_loss = b.row_loss.data();
+  b.loss = cross_entropy_loss(z.view(), soft ? Targets::Soft(soft->view()) : Targets::Index(t.data()),
+                              o, outs).loss;
+  b.grad.resize(g.bytes.size() / 4);
+  std::memcpy(b.grad.data(), g.bytes.data(), g.bytes.size());
+  return b;
+}
+
+void expect_same_bits(const Bits& a, const Bits& b) {
+  EXPECT_EQ(std::memcmp(&a.loss, &b.loss, sizeof(double)), 0) << a.loss << " vs " << b.loss;
+  EXPECT_EQ(std::memcmp(a.grad.data(), b.grad.data(), a.grad.size() * 4), 0);
+  EXPECT_EQ(std::memcmp(a.row_loss.data(), b.row_loss.data(), a.row_loss.size() * 4), 0);
+}
+
+TEST(CrossEntropyLoss, SameBitsForAnyThreadCount) {
+  CrossEntropyOptions o;
+  o.label_smoothing = 0.1;
+  o.z_loss = 1e-4;
+  // Many rows (row-parallel), few long rows (column chunks), and in between.
+  for (auto [n, v] : {std::pair<std::int64_t, std::int64_t>{700, 300}, {1, 200000}, {3, 70000}, {5, 40000},
+                      {20000, 10}}) {
+    const Buffer z = random_logits(DType::kF32, n, v, 3.0, 77);
+    const auto t = random_targets(n, v, 78);
+    const Bits b1 = run_threads(z, t, 1, o);
+    expect_same_bits(b1, run_threads(z, t, 2, o));
+    expect_same_bits(b1, run_threads(z, t, 3, o));
+    const Buffer p = random_soft(DType::kF32, n, v, 79);
+    const Bits s1 = run_threads(z, t, 1, o, &p);
+    expect_same_bits(s1, run_threads(z, t, 2, o, &p));
+    expect_same_bits(s1, run_threads(z, t, 3, o, &p));
+  }
+}
+
+TEST(CrossEntropyLoss, ForwardOnlyMatchesFused) {
+  const Buffer z = random_logits(DType::kF32, 30, 500, 3.0, 5);
+  const auto t = random_targets(30, 500, 6);
+  CrossEntropyOptions o;
+  o.label_smoothing = 0.2;
+  const double fwd = cross_entropy_loss(z.view(), Targets::Index(t.data()), o).loss;
+  Buffer g(DType::kF32, 30, 500);
+  CrossEntropyOutputs outs;
+  outs.grad = g.mut();
+  const double fused = cross_entropy_loss(z.view(), Targets::Index(t.data()), o, outs).loss;
+  EXPECT_EQ(fwd, fused);
+}
+
+// ------------------------------------------------------------ backward API
+
+TEST(CrossEntropyBackward, MatchesFusedAndPerRowUpstream) {
+  const Buffer z = random_logits(DType::kF32, 9, 120, 2.0, 15);
+  auto t = random_targets(9, 120, 16);
+  t[4] = -100;
+  CrossEntropyOptions o;
+  o.label_smoothing = 0.05;
+  Buffer g1(DType::kF32, 9, 120), g2(DType::kF32, 9, 120);
+  std::vector<float> lse(9);
+  CrossEntropyOutputs outs;
+  outs.grad = g1.mut();
+  outs.row_lse = lse.data();
+  cross_entropy_loss(z.view(), Targets::Index(t.data()), o, outs);
+  cross_entropy_backward(z.view(), Targets::Index(t.data()), lse.data(), o, nullptr, g2.mut());
+  EXPECT_EQ(g1.bytes, g2.bytes);
+  // reduction none with per-row upstream u_n: grad = Σ_n u_n ∂row_loss_n/∂z.
+  o.reduction = Reduction::kNone;
+  std::vector<float> up(9);
+  for (int i = 0; i < 9; ++i) up[i] = 0.5f + 0.25f * i;
+  cross_entropy_backward(z.view(), Targets::Index(t.data()), lse.data(), o, up.data(), g2.mut());
+  reference::CeRefOptions ro;
+  ro.reduction = reference::RefReduction::kNone;
+  ro.epsilon = 0.05L;
+  const auto ref = reference::cross_entropy_batch(z.rows_real(), t, {}, ro);
+  for (int r = 0; r < 9; ++r)
+    for (int c = 0; c < 120; ++c)
+      EXPECT_TRUE(Near(g2.get(r, c), up[r] * ref.grad[r][c], 5e-7, 1e-7)) << r << "," << c;
+}
+
+// ------------------------------------------------------------ finite differences
+
+// The options PyTorch lacks: the analytic gradient (computed by xent in
+// float64) against central differences of the long-double reference loss.
+TEST(CrossEntropyLoss, FiniteDifferencesForNonPyTorchOptions) {
+  struct Opt {
+    const char* name;
+    double z_loss, temperature, softcap, gamma, eps;
+    bool soft;
+  };
+  const Opt opts[] = {{"z_loss", 0.01, 1, 0, 0, 0, false},     {"temperature", 0, 0.6, 0, 0, 0, false},
+                      {"softcap", 0, 1, 3.0, 0, 0, false},     {"focal", 0, 1, 0, 2.0, 0, false},
+                      {"focal_half", 0, 1, 0, 0.5, 0.1, false}, {"all_soft", 0.01, 1.7, 4, 1.5, 0.1, true},
+                      {"all_hard", 0.02, 0.8, 5, 1.0, 0.2, false}};
+  const std::int64_t N = 3, V = 9;
+  for (const Opt& op : opts) {
+    SCOPED_TRACE(op.name);
+    const Buffer z = random_logits(DType::kF64, N, V, 2.0, 31);
+    const auto t = random_targets(N, V, 32);
+    const Buffer p = random_soft(DType::kF64, N, V, 33);
+    std::vector<float> w(V);
+    for (std::int64_t i = 0; i < V; ++i) w[i] = 0.5f + 0.1f * static_cast<float>(i);
+    CrossEntropyOptions o;
+    o.z_loss = op.z_loss;
+    o.temperature = op.temperature;
+    o.softcap = op.softcap;
+    o.focal_gamma = op.gamma;
+    o.label_smoothing = op.eps;
+    o.class_weight = w.data();
+    Buffer g(DType::kF64, N, V);
+    CrossEntropyOutputs outs;
+    outs.grad = g.mut();
+    const Targets tg = op.soft ? Targets::Soft(p.view()) : Targets::Index(t.data());
+    cross_entropy_loss(z.view(), tg, o, outs);
+    const auto ro = ref_options(o, w);
+    const auto pr = op.soft ? p.rows_real() : std::vector<Row>{};
+    const auto tt = op.soft ? std::vector<std::int64_t>{} : t;
+    auto f = [&](std::span<const double> x) {
+      std::vector<Row> rows(N, Row(V));
+      for (std::int64_t r = 0; r < N; ++r)
+        for (std::int64_t c = 0; c < V; ++c) rows[r][c] = x[r * V + c];
+      return static_cast<double>(reference::cross_entropy_batch(rows, tt, pr, ro).loss);
+    };
+    std::vector<double> x(N * V), gr(N * V);
+    for (std::int64_t r = 0; r < N; ++r)
+      for (std::int64_t c = 0; c < V; ++c) {
+        x[r * V + c] = z.get(r, c);
+        gr[r * V + c] = g.get(r, c);
+      }
+    GradcheckOptions go;
+    go.order = 4;
+    const auto gc = gradcheck(f, x, gr, go);
+    EXPECT_LT(gc.max_abs_error, 1e-8) << "worst " << gc.worst_index;
+  }
+}
+
+// ------------------------------------------------------------ edge cases
+
+TEST(CrossEntropyLoss, EmptyBatch) {
+  Buffer z(DType::kF32, 0, 5);
+  std::vector<std::int64_t> t;
+  CrossEntropyOptions o;
+  auto r = cross_entropy_loss(z.view(), Targets::Index(t.data()), o);
+  EXPECT_EQ(r.loss, 0.0);
+  EXPECT_EQ(r.count, 0);
+  o.empty_mean = EmptyMean::kNaN;
+  EXPECT_TRUE(std::isnan(cross_entropy_loss(z.view(), Targets::Index(t.data()), o).loss));
+  o.reduction = Reduction::kSum;
+  EXPECT_EQ(cross_entropy_loss(z.view(), Targets::Index(t.data()), o).loss, 0.0);
+}
+
+TEST(CrossEntropyLoss, AllIgnoredMean) {
+  Buffer z = random_logits(DType::kF32, 4, 6, 1.0, 2);
+  std::vector<std::int64_t> t(4, -100);
+  Buffer g(DType::kF32, 4, 6);
+  for (auto& b : g.bytes) b = 0xff;  // must be overwritten with zeros
+  CrossEntropyOptions o;
+  CrossEntropyOutputs outs;
+  outs.grad = g.mut();
+  auto r = cross_entropy_loss(z.view(), Targets::Index(t.data()), o, outs);
+  EXPECT_EQ(r.loss, 0.0);
+  EXPECT_EQ(r.count, 0);
+  for (std::int64_t i = 0; i < 4; ++i)
+    for (std::int64_t j = 0; j < 6; ++j) EXPECT_EQ(g.get(i, j), 0.0);
+  o.empty_mean = EmptyMean::kNaN;
+  EXPECT_TRUE(std::isnan(cross_entropy_loss(z.view(), Targets::Index(t.data()), o).loss));
+  // Also with a NaN in an ignored row: ignored rows are not inspected.
+  z.set(1, 2, kNaN);
+  o.empty_mean = EmptyMean::kZero;
+  EXPECT_EQ(cross_entropy_loss(z.view(), Targets::Index(t.data()), o).loss, 0.0);
+}
+
+template <class F>
+void expect_error(F&& f, ErrorCode code, std::initializer_list<const char*> words) {
+  try {
+    f();
+    ADD_FAILURE() << "no Error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const char* w : words) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
+  }
+}
+
+TEST(CrossEntropyLoss, Errors) {
+  Buffer z = random_logits(DType::kF32, 5, 40000, 1.0, 2);
+  std::vector<std::int64_t> t = {1, 2, 3, 4, 5};
+  CrossEntropyOptions o;
+  Buffer g(DType::kF32, 5, 40000);
+  CrossEntropyOutputs outs;
+  outs.grad = g.mut();
+  // NaN and +inf name the row and the column.
+  Buffer zn = z;
+  zn.set(3, 35000, kNaN);
+  expect_error([&] { cross_entropy_loss(zn.view(), Targets::Index(t.data()), o, outs); },
+               ErrorCode::kNonFinite, {"logits[3][35000]", "nan"});
+  Buffer zi = z;
+  zi.set(2, 17, kInfD);
+  zi.set(4, 1, kNaN);
+  expect_error([&] { cross_entropy_loss(zi.view(), Targets::Index(t.data()), o); },
+               ErrorCode::kNonFinite, {"logits[2][17]", "inf"});
+  // The same in short rows (one row per lane).
+  Buffer zs = random_logits(DType::kF32, 100, 10, 1.0, 3);
+  std::vector<std::int64_t> ts(100, 1);
+  zs.set(37, 3, kNaN);
+  expect_error([&] { cross_entropy_loss(zs.view(), Targets::Index(ts.data()), o); }, ErrorCode::kNonFinite,
+               {"logits[37][3]"});
+  for (int c = 0; c < 10; ++c) zs.set(37, c, -kInfD);
+  expect_error([&] { cross_entropy_loss(zs.view(), Targets::Index(ts.data()), o); }, ErrorCode::kUndefined,
+               {"row 37"});
+  // Out-of-range targets name the row and the value.
+  std::vector<std::int64_t> tb = {1, 2, 40000, 4, 5};
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Index(tb.data()), o); },
+               ErrorCode::kTargetOutOfRange, {"targets[2]", "40000"});
+  tb[2] = -5;
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Index(tb.data()), o); },
+               ErrorCode::kTargetOutOfRange, {"targets[2]", "-5"});
+  // All -inf row (not ignored): undefined.
+  Buffer za(DType::kF32, 2, 3);
+  for (int c = 0; c < 3; ++c) za.set(0, c, 1.0), za.set(1, c, -kInfD);
+  std::vector<std::int64_t> t2 = {0, 1};
+  expect_error([&] { cross_entropy_loss(za.view(), Targets::Index(t2.data()), o); },
+               ErrorCode::kUndefined, {"row 1"});
+  t2[1] = -100;  // ignored: fine
+  EXPECT_NO_THROW(cross_entropy_loss(za.view(), Targets::Index(t2.data()), o));
+  // V = 0.
+  Buffer z0(DType::kF32, 2, 0);
+  expect_error([&] { cross_entropy_loss(z0.view(), Targets::Index(t.data()), o); }, ErrorCode::kEmpty, {"V = 0"});
+  // Bad options.
+  CrossEntropyOptions bo;
+  bo.label_smoothing = 1.5;
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Index(t.data()), bo); },
+               ErrorCode::kInvalidArgument, {"label_smoothing"});
+  bo = {};
+  bo.temperature = 0;
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Index(t.data()), bo); },
+               ErrorCode::kInvalidArgument, {"temperature"});
+  bo = {};
+  bo.focal_gamma = -1;
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Index(t.data()), bo); },
+               ErrorCode::kInvalidArgument, {"focal_gamma"});
+  bo = {};
+  std::vector<float> w(40000, 1.0f);
+  w[7] = -1;
+  bo.class_weight = w.data();
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Index(t.data()), bo); },
+               ErrorCode::kInvalidArgument, {"class_weight[7]"});
+  // Shapes.
+  Buffer gs(DType::kF32, 4, 40000);
+  CrossEntropyOutputs so;
+  so.grad = gs.mut();
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Index(t.data()), o, so); },
+               ErrorCode::kShapeMismatch, {"grad"});
+  MatrixView bad = z.view();
+  bad.row_stride = 10;
+  expect_error([&] { cross_entropy_loss(bad, Targets::Index(t.data()), o); }, ErrorCode::kShapeMismatch,
+               {"row_stride"});
+  // A gradient that overlaps the logits without being them.
+  Buffer zc = z;
+  CrossEntropyOutputs ov;
+  ov.grad = MutableMatrixView{zc.bytes.data() + 4, DType::kF32, 4, 40000, 40000};
+  MatrixView zcv = zc.view();
+  zcv.rows = 4;
+  expect_error([&] { cross_entropy_loss(zcv, Targets::Index(t.data()), o, ov); }, ErrorCode::kInvalidArgument,
+               {"overlaps"});
+}
+
+TEST(CrossEntropyLoss, SoftTargetErrors) {
+  Buffer z = random_logits(DType::kF32, 3, 10, 1.0, 2);
+  Buffer p = random_soft(DType::kF32, 3, 10, 4);
+  CrossEntropyOptions o;
+  Buffer pn = p;
+  pn.set(1, 4, -0.25);
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Soft(pn.view()), o); },
+               ErrorCode::kNotDistribution, {"[1][4]", "-0.25"});
+  Buffer ps = p;
+  ps.set(2, 0, ps.get(2, 0) + 0.01);
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Soft(ps.view()), o); },
+               ErrorCode::kNotDistribution, {"row 2", "sums to"});
+  Buffer pnan = p;
+  pnan.set(0, 9, kNaN);
+  expect_error([&] { cross_entropy_loss(z.view(), Targets::Soft(pnan.view()), o); },
+               ErrorCode::kNonFinite, {"[0][9]"});
+  // Long rows (the row-wise kernels) report the same way.
+  Buffer zl = random_logits(DType::kF32, 3, 1000, 1.0, 2);
+  Buffer pl = random_soft(DType::kF32, 3, 1000, 4);
+  pl.set(2, 700, 1.5);
+  expect_error([&] { cross_entropy_loss(zl.view(), Targets::Soft(pl.view()), o); },
+               ErrorCode::kNotDistribution, {"[2][700]", "1.5"});
+}
+
+TEST(LossNames, DTypeAndReduction) {
+  EXPECT_STREQ(DTypeName(DType::kBF16), "bfloat16");
+  EXPECT_STREQ(DTypeName(DType::kF16), "float16");
+  EXPECT_EQ(DTypeSize(DType::kF64), 8u);
+  EXPECT_EQ(DTypeSize(DType::kBF16), 2u);
+  EXPECT_STREQ(ReductionName(Reduction::kMean), "mean");
+  EXPECT_STREQ(ReductionName(Reduction::kNone), "none");
+}
+
+}  // namespace
+}  // namespace xent::test
