@@ -1,0 +1,266 @@
+// linear_cross_entropy benchmark: one shape per process, one JSON line out.
+//
+//   linear_cross_entropy_bench N D V [--algos chunked,tiled,filter] [--reps R]
+//                                    [--no-floor] [--zipf] [--chunk-rows C] [--tile-cols T]
+//                                    [--budget-rows NF]
+//
+// --chunk-rows/--tile-cols fix the block shape (default: from the memory
+// budget, 1/128 of 2·N·V floats). --budget-rows NF uses the budget of N = NF
+// rows: running N' < NF rows then does the per-chunk work of the full shape
+// in N'/NF of the time (used when the shared machine is too busy for full
+// runs). CPU seconds (all threads, getrusage) are reported next to wall
+// time: under a passive OpenMP wait policy they count work, not waiting, so
+// their ratios hold on a busy machine.
+//
+// For each algorithm it times forward-only (evaluation mode) and forward +
+// backward, and measures the peak extra memory: VmHWM − VmRSS around the call
+// after resetting the high-water mark (echo 5 > /proc/self/clear_refs), with
+// the inputs, the gradients and OpenBLAS's own buffers already resident. Then
+// the compute floor: the same BLAS doing H·Wᵀ, G·W and Gᵀ·H at full size
+// (this needs the N×V logits, so it runs last, after the fused measurements).
+// Timings are the minimum over --reps runs (default 1: the large shapes take
+// seconds per product on 2 cores).
+#include <malloc.h>
+#include <sys/resource.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "blas.h"
+#include "xent/linear_cross_entropy.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using xent::LinearCrossEntropyAlgorithm;
+
+double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+long status_kib(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const std::size_t kl = std::strlen(key);
+  while (std::getline(f, line))
+    if (line.compare(0, kl, key) == 0) return std::atol(line.c_str() + kl + 1);
+  return -1;
+}
+
+bool reset_hwm() {
+  std::ofstream f("/proc/self/clear_refs");
+  if (!f) return false;
+  f << "5";
+  return static_cast<bool>(f);
+}
+
+struct Inputs {
+  std::int64_t N, D, V;
+  std::vector<float> h, w, gh, gw, bias;
+  std::vector<std::int64_t> t;
+};
+
+struct Measure {
+  double seconds = 1e300, cpu = 1e300;
+  double extra_mib = 0;
+  xent::LinearCrossEntropyResult res;
+};
+
+std::int64_t g_chunk_rows = 0, g_tile_cols = 0;  // --chunk-rows / --tile-cols overrides
+std::size_t g_budget = 0;  // --budget-rows NF: the buffer budget of the full N = NF
+
+double cpu_s() {  // user + system time of all our threads
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool grads, int reps) {
+  Measure m;
+  // r = -1: a warm-up on the first ≤ 256 rows (same V, D, so OpenBLAS touches
+  // the same packing buffers): one-time process costs stay out of the
+  // per-call numbers.
+  for (int r = -1; r < reps; ++r) {
+    const std::int64_t rows = r < 0 ? std::min<std::int64_t>(in.N, 256) : in.N;
+    xent::LinearCrossEntropyOptions lo;
+    lo.algorithm = algo;
+    lo.grad_filter = filter;
+    lo.chunk_rows = g_chunk_rows;
+    // The warm-up uses the full run's budget, so it has the same block shapes.
+    lo.max_buffer_bytes = g_budget ? g_budget : static_cast<std::size_t>(2.0 * in.N * in.V * 4 / 128);
+    lo.tile_cols = g_tile_cols;
+    xent::LinearCrossEntropyOutputs out;
+    if (grads) {
+      out.grad_hidden = {in.gh.data(), xent::DType::kF32, rows, in.D, 0};
+      out.grad_weight = {in.gw.data(), xent::DType::kF32, in.V, in.D, 0};
+    }
+    malloc_trim(0);  // freed pages of earlier runs must not hide this run's
+    const bool hwm = reset_hwm();
+    const long before = status_kib("VmRSS:");
+    const double t0 = now_s(), c0 = cpu_s();
+    const auto res = xent::linear_cross_entropy({in.h.data(), xent::DType::kF32, rows, in.D, 0},
+                                       {in.w.data(), xent::DType::kF32, in.V, in.D, 0},
+                                       in.bias.empty() ? nullptr : in.bias.data(),
+                                       xent::Targets::Index(in.t.data()), lo, out);
+    const double dt = now_s() - t0, dc = cpu_s() - c0;
+    const long peak = hwm ? status_kib("VmHWM:") : -1;
+    if (r < 0) continue;
+    m.res = res;
+    m.seconds = std::min(m.seconds, dt);
+    m.cpu = std::min(m.cpu, dc);
+    m.extra_mib = std::max(m.extra_mib, hwm ? (peak - before) / 1024.0 : -1.0);
+  }
+  return m;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: %s N D V [--algos chunked,tiled,filter] [--reps R] [--no-floor]\n",
+                 argv[0]);
+    return 2;
+  }
+  // Large blocks straight from mmap and back on free: glibc's dynamic
+  // threshold would otherwise recycle an earlier run's (resident) buffer and
+  // hide the next run's memory from the RSS measurement.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  Inputs in;
+  in.N = std::atoll(argv[1]);
+  in.D = std::atoll(argv[2]);
+  in.V = std::atoll(argv[3]);
+  std::string algos = "chunked,tiled";
+  int reps = 1;
+  bool floor = true, zipf = false;
+  std::int64_t budget_rows = 0;
+  for (int i = 4; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--algos" && i + 1 < argc) algos = argv[++i];
+    else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (a == "--no-floor") floor = false;
+    else if (a == "--zipf") zipf = true;
+    else if (a == "--chunk-rows" && i + 1 < argc) g_chunk_rows = std::atoll(argv[++i]);
+    else if (a == "--budget-rows" && i + 1 < argc) budget_rows = std::atoll(argv[++i]);
+    else if (a == "--tile-cols" && i + 1 < argc) g_tile_cols = std::atoll(argv[++i]);
+  }
+  if (budget_rows) g_budget = static_cast<std::size_t>(2.0 * budget_rows * in.V * 4 / 128);
+  // Inputs: logits ≈ N(0, 2²), uniform random targets, no bias. With --zipf
+  // logits ≈ N(0, 1) plus a bias −1.5·log(1 + v): a Zipf-like class prior as
+  // in a language model, under which most vocabulary tiles carry almost no
+  // probability (what gradient filtering exploits; on the flat default it
+  // skips nothing). Targets then follow the prior.
+  std::mt19937 rng(42);
+  // (--zipf: noise σ = 1 and bias −1.5·log(1 + v), a peaked LM-like head.)
+  const float sigma = zipf ? 1.0f : 2.0f;
+  const float s = std::sqrt(3.0f * sigma / std::sqrt(static_cast<float>(in.D)));
+  std::uniform_real_distribution<float> u(-s, s);
+  in.h.resize(static_cast<std::size_t>(in.N * in.D));
+  in.w.resize(static_cast<std::size_t>(in.V * in.D));
+  for (auto& x : in.h) x = u(rng);
+  for (auto& x : in.w) x = u(rng);
+  in.t.resize(static_cast<std::size_t>(in.N));
+  std::uniform_int_distribution<std::int64_t> ut(0, in.V - 1);
+  for (auto& x : in.t) x = ut(rng);
+  if (zipf) {
+    in.bias.resize(static_cast<std::size_t>(in.V));
+    for (std::int64_t v = 0; v < in.V; ++v) in.bias[v] = -1.5f * std::log1p(static_cast<float>(v));
+    // Targets drawn from the prior too (rank-frequency), as real text would.
+    std::vector<double> pw(in.bias.size());
+    for (std::size_t v = 0; v < pw.size(); ++v) pw[v] = std::exp(in.bias[v]);
+    std::discrete_distribution<std::int64_t> zd(pw.begin(), pw.end());
+    for (auto& x : in.t) x = zd(rng);
+  }
+  in.gh.assign(in.h.size(), 0.0f);  // touched: resident before any measurement
+  in.gw.assign(in.w.size(), 0.0f);
+  {  // warm OpenBLAS (threads, packing buffers) at a shape like the real ones
+    const std::int64_t m = std::min<std::int64_t>(in.N, 512), n = std::min<std::int64_t>(in.V, 2048);
+    std::vector<float> c(static_cast<std::size_t>(m * n));
+    xent::blas::sgemm(false, true, m, n, in.D, 1.0f, in.h.data(), in.D, in.w.data(), in.D, 0.0f,
+                      c.data(), n);
+    std::vector<float> c2(static_cast<std::size_t>(n * in.D));
+    xent::blas::sgemm(true, false, n, in.D, m, 1.0f, c.data(), n, in.h.data(), in.D, 0.0f,
+                      c2.data(), in.D);
+  }
+
+  std::ostringstream js;
+  js << "{\"budget_rows\":" << budget_rows << ",\"chunk_rows_opt\":" << g_chunk_rows << ",\"N\":" << in.N << ",\"D\":" << in.D << ",\"V\":" << in.V
+     << ",\"zipf\":" << (zipf ? "true" : "false") << ",\"threads\":" << omp_get_max_threads() << ",\"logits_mib\":"
+     << 2.0 * in.N * in.V * 4 / (1 << 20);
+  std::stringstream ss(algos);
+  // Unfiltered gradients kept only when a filtered run follows (memory!).
+  const bool keep_ref = algos.find("filter") != std::string::npos;
+  std::vector<float> ref_gh, ref_gw;
+  std::string name;
+  while (std::getline(ss, name, ',')) {
+    LinearCrossEntropyAlgorithm algo = LinearCrossEntropyAlgorithm::kTokenChunked;
+    double filter = 0;
+    if (name == "tiled") algo = LinearCrossEntropyAlgorithm::kVocabTiled;
+    if (name == "filter") {
+      algo = LinearCrossEntropyAlgorithm::kVocabTiled;
+      filter = 1.0 / 4096;
+    }
+    const Measure fwd = run(in, algo, filter, false, reps);
+    const Measure fb = run(in, algo, filter, true, reps);
+    // What filtering changes: its gradients against the last unfiltered ones,
+    // max |difference| / max |unfiltered entry|.
+    double dh = -1, dw = -1;
+    if (filter > 0 && !ref_gh.empty()) {
+      auto rel = [](const std::vector<float>& a, const std::vector<float>& b) {
+        double d = 0, m = 0;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+          d = std::max(d, static_cast<double>(std::fabs(a[i] - b[i])));
+          m = std::max(m, static_cast<double>(std::fabs(b[i])));
+        }
+        return m > 0 ? d / m : d;
+      };
+      dh = rel(in.gh, ref_gh);
+      dw = rel(in.gw, ref_gw);
+    } else if (filter == 0 && keep_ref) {
+      ref_gh = in.gh;
+      ref_gw = in.gw;
+    }
+    js << ",\"" << name << "\":{\"fwd_cpu\":" << fwd.cpu << ",\"fwdbwd_cpu\":" << fb.cpu
+       << ",\"fwd_s\":" << fwd.seconds << ",\"fwd_extra_mib\":" << fwd.extra_mib
+       << ",\"fwdbwd_s\":" << fb.seconds << ",\"extra_mib\":" << fb.extra_mib
+       << ",\"loss\":" << fb.res.loss << ",\"chunk_rows\":" << fb.res.chunk_rows
+       << ",\"tile_cols\":" << fb.res.tile_cols << ",\"buffer_mib\":"
+       << fb.res.buffer_bytes / 1048576.0 << ",\"blocks\":" << fb.res.blocks
+       << ",\"blocks_skipped\":" << fb.res.blocks_skipped << ",\"filter_rel_diff_gh\":" << dh
+       << ",\"filter_rel_diff_gw\":" << dw << "}";
+    std::fprintf(stderr, "%s: fwd %.3f s, fwd+bwd %.3f s, extra %.1f MiB\n", name.c_str(),
+                 fwd.seconds, fb.seconds, fb.extra_mib);
+  }
+  if (floor) {
+    // The compute floor: the three products at full size, same BLAS, same run.
+    std::vector<float> L(static_cast<std::size_t>(in.N * in.V));
+    const double c0 = cpu_s();
+    double t0 = now_s();
+    xent::blas::sgemm(false, true, in.N, in.V, in.D, 1.0f, in.h.data(), in.D, in.w.data(), in.D,
+                      0.0f, L.data(), in.V);
+    const double t_fwd = now_s() - t0, c_fwd = cpu_s() - c0;
+    t0 = now_s();
+    xent::blas::sgemm(false, false, in.N, in.D, in.V, 1.0f, L.data(), in.V, in.w.data(), in.D,
+                      0.0f, in.gh.data(), in.D);
+    const double t_gh = now_s() - t0;
+    t0 = now_s();
+    xent::blas::sgemm(true, false, in.V, in.D, in.N, 1.0f, L.data(), in.V, in.h.data(), in.D, 0.0f,
+                      in.gw.data(), in.D);
+    const double t_gw = now_s() - t0, c_all = cpu_s() - c0;
+    const double gflop = 2.0 * in.N * in.D * in.V / 1e9;
+    js << ",\"floor\":{\"hwt_cpu\":" << c_fwd << ",\"total_cpu\":" << c_all << ",\"hwt_s\":" << t_fwd << ",\"gw_s\":" << t_gh << ",\"gth_s\":" << t_gw
+       << ",\"total_s\":" << t_fwd + t_gh + t_gw << ",\"gflops_hwt\":" << gflop / t_fwd << "}";
+    std::fprintf(stderr, "floor: H·Wᵀ %.3f s, G·W %.3f s, Gᵀ·H %.3f s (%.0f GFLOP/s)\n", t_fwd,
+                 t_gh, t_gw, gflop / t_fwd);
+  }
+  js << "}";
+  std::printf("%s\n", js.str().c_str());
+  return 0;
+}

@@ -1,0 +1,122 @@
+// xent/linear_cross_entropy.h — the output layer and the loss in one call,
+// without ever materializing the N×V logits.
+//
+//   logits = hidden · weightᵀ (+ bias)          hidden N×D, weight V×D, bias V
+//   loss   = cross_entropy_loss(logits, targets, options.loss)
+//
+// and, in the same call, the gradients of the (reduced, grad_scale'd) loss
+// with respect to hidden, weight and bias. The result equals that two-step
+// "unfused path" (see tests/linear_cross_entropy_test.cc for the tolerances)
+// while the extra memory is a reused buffer of at most `max_buffer_bytes`
+// (by default 1/128 of the 2·N·V floats that the logits and their gradient
+// would take) plus O(N) per-row numbers.
+//
+// Two algorithms, both with the shape of a GPU kernel:
+//   * kTokenChunked (Liger Kernel's shape): for a chunk of rows, the chunk's
+//     full-vocabulary logits go into the buffer, the fused loss turns them in
+//     place into the logit gradient G, then grad_hidden[chunk] = G·W and
+//     grad_weight += Gᵀ·H[chunk]. Three matrix products in all.
+//   * kVocabTiled (Cut Cross-Entropy's shape): pass 1 computes each row's
+//     log-sum-exp with an online merge over (row block × vocabulary tile)
+//     blocks; pass 2 recomputes each block's logits and accumulates the
+//     gradients. Four products, but every product is a large square-ish GEMM
+//     and the blocks can be skipped (gradient filtering).
+// kAuto picks by the measurements in docs/performance.md: vocab-tiled for
+// evaluation (one product) and for small token chunks, token-chunked for
+// training when its chunk (N/64 rows at the default budget) has ≥ 128 rows.
+//
+// Threads: the products go through OpenBLAS (its OpenMP build, called
+// outside our own parallel regions, so its threads and ours take turns);
+// the per-row softmax work runs on options.loss.num_threads threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "xent/loss.h"
+
+namespace xent {
+
+enum class LinearCrossEntropyAlgorithm { kAuto, kTokenChunked, kVocabTiled };
+const char* LinearCrossEntropyAlgorithmName(LinearCrossEntropyAlgorithm a) noexcept;
+
+// The sharded output layer of issue 9 (vocabulary-parallel, Megatron style):
+// each rank holds rows [vocab_offset, vocab_offset + V) of a weight with
+// vocab_total rows; targets are global class indices. The per-row statistics
+// of pass 1 (max, Σexp, Σ c·u, target logit) and grad_hidden must then be
+// all-reduced over the ranks; this interface is where a communicator (MPI,
+// NCCL) plugs in. Not implemented yet: a shard that is not the whole
+// vocabulary is Error(kInvalidArgument) until issue 9 lands.
+class VocabCommunicator {
+ public:
+  virtual ~VocabCommunicator() = default;
+  virtual void allreduce_max(double* values, std::size_t count) = 0;
+  virtual void allreduce_sum(double* values, std::size_t count) = 0;
+  virtual void allreduce_sum(float* values, std::size_t count) = 0;
+};
+
+struct LinearCrossEntropyOptions {
+  // Every option of the fused loss applies: reduction, ignore_index,
+  // class_weight (V entries), label_smoothing + smoothing convention,
+  // temperature, softcap, z_loss, empty_mean, grad_scale, num_threads,
+  // compute_accuracy. focal_gamma only with kTokenChunked (kAuto picks it).
+  CrossEntropyOptions loss;
+  LinearCrossEntropyAlgorithm algorithm = LinearCrossEntropyAlgorithm::kAuto;
+  // Upper bound on the logits buffer in bytes; 0: 2·N·V·4 / 128.
+  std::size_t max_buffer_bytes = 0;
+  // Block shape overrides (0: derived from max_buffer_bytes). chunk_rows is
+  // the token chunk (kTokenChunked) or the row block (kVocabTiled);
+  // tile_cols is the vocabulary tile (kVocabTiled only).
+  std::int64_t chunk_rows = 0;
+  std::int64_t tile_cols = 0;
+  // Gradient filtering (kVocabTiled; kAuto switches to it when > 0): a
+  // (row block × vocabulary tile) block whose softmax entries q are all below
+  // this threshold is skipped in pass 2: no recomputation, no gradient
+  // products. The target term of such rows is still applied exactly (as a
+  // rank-1 update). 2^-12 is Cut Cross-Entropy's choice for bf16; 0 = off.
+  // What it drops, in skipped blocks only: the entries α·q_j (q_j < threshold)
+  // of the logit gradient, and the label-smoothing entries −s·b·w_j (b = ε/V
+  // or ε/(V−1)). The loss and lse are exact (pass 1 is never filtered).
+  double grad_filter = 0.0;
+  // Issue 9 (not implemented yet, see VocabCommunicator): the weight's first
+  // row is class vocab_offset of vocab_total (0: vocab_total = V).
+  std::int64_t vocab_offset = 0;
+  std::int64_t vocab_total = 0;
+  VocabCommunicator* communicator = nullptr;
+};
+
+struct LinearCrossEntropyOutputs {
+  float* row_loss = nullptr;        // N, optional: the per-row objective (as loss.h)
+  float* row_lse = nullptr;         // N, optional: lse of the transformed logits
+  // Gradients, float32 whatever the input dtype; overwritten (not
+  // accumulated). data == nullptr: not wanted. None wanted = evaluation mode:
+  // no backward work at all.
+  MutableMatrixView grad_hidden;    // N×D
+  MutableMatrixView grad_weight;    // V×D
+  float* grad_bias = nullptr;       // V (only with a bias)
+};
+
+struct LinearCrossEntropyResult : CrossEntropyResult {
+  LinearCrossEntropyAlgorithm algorithm = LinearCrossEntropyAlgorithm::kAuto;  // the one used
+  std::int64_t chunk_rows = 0, tile_cols = 0;  // the block shape used
+  std::size_t buffer_bytes = 0;                // the logits buffer allocated
+  // Gradient filtering: (row block, tile) blocks in pass 2, and how many were
+  // skipped.
+  std::int64_t blocks = 0, blocks_skipped = 0;
+};
+
+// hidden: N×D, float32 or bfloat16; weight: V×D, float32 or bfloat16 (the
+// products accumulate in float32 either way); bias: V floats or nullptr;
+// targets: class indices (int32 / int64). Soft targets are not supported here
+// (an N×V target would be the materialization this function avoids).
+// Errors (xent::Error, naming the argument and position): shape mismatch,
+// unsupported dtype, target out of range (naming the row), non-finite bias,
+// a row whose logits overflow to inf or NaN (naming the row), bad options.
+LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden,
+                                              const MatrixView& weight,
+                                              const float* bias,
+                                              const Targets& targets,
+                                              const LinearCrossEntropyOptions& options,
+                                              const LinearCrossEntropyOutputs& outputs = {});
+
+}  // namespace xent

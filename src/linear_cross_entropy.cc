@@ -1,0 +1,841 @@
+// linear_cross_entropy (xent/linear_cross_entropy.h): the output projection
+// and the cross-entropy fused, with a bounded logits buffer.
+//
+// Both algorithms loop over blocks of logits L = H[rows]·W[cols]ᵀ (+ bias)
+// that live in one reused buffer:
+//   * token-chunked: blocks of `chunk` rows × all V columns; the fused loss of
+//     src/loss.cc turns each block in place into its gradient G (it needs
+//     the whole row for the log-sum-exp), then the two backward products.
+//   * vocabulary-tiled: blocks of `rows` × `tile` columns; pass 1 merges each
+//     row's (max, Σexp, Σc·u) over the tiles (the same SIMD kernels as the
+//     fused loss, src/cpu/), pass 2 recomputes every block, writes its
+//     gradient with the now-known lse, and does the backward products.
+// The matrix products are OpenBLAS sgemm calls made from the serial part of
+// the code; the per-row softmax work is our own OpenMP loop in between.
+#include "xent/linear_cross_entropy.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "blas.h"
+#include "cpu/convert.h"
+#include "cpu/kernels.h"
+#include "validate.h"
+
+namespace xent {
+
+const char* LinearCrossEntropyAlgorithmName(LinearCrossEntropyAlgorithm a) noexcept {
+  switch (a) {
+    case LinearCrossEntropyAlgorithm::kAuto: return "auto";
+    case LinearCrossEntropyAlgorithm::kTokenChunked: return "token-chunked";
+    case LinearCrossEntropyAlgorithm::kVocabTiled: return "vocab-tiled";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using detail::fail;
+using detail::fmt_num;
+using detail::NeumaierSum;
+using Algo = LinearCrossEntropyAlgorithm;
+constexpr const char* kFn = "linear_cross_entropy";
+// kAuto's switch point: token chunks of fewer rows run the BLAS too far from
+// its peak (docs/performance.md).
+constexpr std::int64_t kMinChunkRows = 128;
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+// Uninitialized float scratch (the pages are first touched by the GEMM that
+// fills them, not by a zeroing pass).
+struct Buffer {
+  std::unique_ptr<float[]> p;
+  std::size_t n = 0;
+  float* get(std::size_t want) {
+    if (want > n) {
+      p.reset(new float[want]);
+      n = want;
+    }
+    return p.get();
+  }
+};
+
+struct Plan {
+  std::int64_t N = 0, D = 0, V = 0;
+  MatrixView h, w;
+  std::int64_t hs = 0, wst = 0;  // row strides
+  const float* bias = nullptr;
+  std::vector<std::int64_t> tgt;  // -1: ignored
+  const LinearCrossEntropyOptions* opt = nullptr;
+  const CrossEntropyOptions* o = nullptr;
+  int nt = 1;
+  bool gh = false, gw = false, gb = false, grad = false;
+  std::int64_t count = 0;
+  double wsum = 0;
+  double scale_ce = 0, scale_z = 0;  // d(reduced loss)/d(row CE), /d(row z-term)
+  bool mean = false, ce_empty = false, z_empty = false;
+  // Target transform t' = a·onehot + b (per class, times w_c).
+  double a = 1, b = 0, w_total = 0;
+};
+
+int thread_count(int requested) {
+  return requested > 0 ? requested : std::max(1, omp_get_max_threads());
+}
+
+// Threads for a loop over `work` elements: one below ~64k, where a parallel
+// region's fork/join (and, on a busy machine, waiting for a descheduled
+// worker) costs more than the loop.
+int par(int nt, std::int64_t work) { return work < (std::int64_t{1} << 16) ? 1 : nt; }
+
+// Rows [r0, r0 + nr) of `m` as float32: a pointer into m itself, or a
+// conversion (bfloat16) into `scratch`. *ld receives the row stride.
+const float* rows_f32(const MatrixView& m, std::int64_t stride, std::int64_t r0, std::int64_t nr,
+                      Buffer& scratch, std::int64_t* ld, int nt) {
+  if (m.dtype == DType::kF32) {
+    *ld = stride;
+    return static_cast<const float*>(m.data) + r0 * stride;
+  }
+  const std::int64_t c = m.cols;
+  float* out = scratch.get(static_cast<std::size_t>(nr * c));
+  const auto* src = static_cast<const std::uint16_t*>(m.data);
+#pragma omp parallel for num_threads(par(nt, nr * c)) schedule(static)
+  for (std::int64_t i = 0; i < nr; ++i) {
+    const std::uint16_t* s = src + (r0 + i) * stride;
+    float* d = out + i * c;
+    for (std::int64_t j = 0; j < c; ++j) d[j] = cpu::bf16_to_float(s[j]);
+  }
+  *ld = c;
+  return out;
+}
+
+float elem_f32(const MatrixView& m, std::int64_t stride, std::int64_t r, std::int64_t c) {
+  if (m.dtype == DType::kF32) return static_cast<const float*>(m.data)[r * stride + c];
+  return cpu::bf16_to_float(static_cast<const std::uint16_t*>(m.data)[r * stride + c]);
+}
+
+// L[i][j] += bias[v0 + j] for an nr × nc block with row stride ld.
+void add_bias(const float* bias, std::int64_t v0, float* L, std::int64_t nr, std::int64_t nc,
+              std::int64_t ld, int nt) {
+  if (!bias) return;
+#pragma omp parallel for num_threads(par(nt, nr * nc)) schedule(static)
+  for (std::int64_t i = 0; i < nr; ++i) {
+    float* row = L + i * ld;
+    for (std::int64_t j = 0; j < nc; ++j) row[j] += bias[v0 + j];
+  }
+}
+
+// gbias[j] += Σ_i G[i][j] (fixed row order: the same bits for any thread count).
+void add_colsums(const float* G, std::int64_t nr, std::int64_t nc, std::int64_t ld, float* gbias,
+                 int nt) {
+  constexpr std::int64_t kCols = 256;
+  const std::int64_t nblk = (nc + kCols - 1) / kCols;
+#pragma omp parallel for num_threads(par(nt, nr * nc)) schedule(static)
+  for (std::int64_t blk = 0; blk < nblk; ++blk) {
+    const std::int64_t j0 = blk * kCols, j1 = std::min(nc, j0 + kCols);
+    float acc[kCols] = {};
+    for (std::int64_t i = 0; i < nr; ++i) {
+      const float* row = G + i * ld;
+      for (std::int64_t j = j0; j < j1; ++j) acc[j - j0] += row[j];
+    }
+    for (std::int64_t j = j0; j < j1; ++j) gbias[j] += acc[j - j0];
+  }
+}
+
+// ------------------------------------------------------------ validation
+
+std::int64_t check_matrix(const char* what, const void* data, DType dtype, std::int64_t rows,
+                          std::int64_t cols, std::int64_t stride, bool allow_bf16) {
+  if (rows < 0 || cols < 0)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": " + what + " has negative shape " +
+                                          str(rows) + "×" + str(cols));
+  if (!(dtype == DType::kF32 || (allow_bf16 && dtype == DType::kBF16)))
+    fail(ErrorCode::kInvalidArgument,
+         std::string(kFn) + ": " + what + " has dtype " + DTypeName(dtype) + "; supported: float32" +
+             (allow_bf16 ? ", bfloat16" : ""));
+  const std::int64_t s = stride == 0 ? cols : stride;
+  if (s < cols)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": " + what + " row_stride " + str(s) +
+                                          " is smaller than its " + str(cols) + " columns");
+  if (data == nullptr && rows > 0 && cols > 0)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": " + what + ".data is null");
+  return s;
+}
+
+void check_finite_matrix(const char* what, const MatrixView& m, std::int64_t stride, int nt) {
+  const std::int64_t rows = m.rows, cols = m.cols;
+  std::atomic<std::int64_t> bad{std::numeric_limits<std::int64_t>::max()};
+#pragma omp parallel for num_threads(par(nt, rows * cols)) schedule(static)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    bool ok = true;
+    if (m.dtype == DType::kF32) {
+      // Exponent all ones = inf or NaN; integer ops so that it vectorizes.
+      const std::uint32_t* row = static_cast<const std::uint32_t*>(m.data) + r * stride;
+      std::uint32_t bad_bits = 0;
+      for (std::int64_t c = 0; c < cols; ++c)
+        bad_bits |= static_cast<std::uint32_t>((row[c] & 0x7f800000u) == 0x7f800000u);
+      ok = bad_bits == 0;
+    } else {
+      const std::uint16_t* row = static_cast<const std::uint16_t*>(m.data) + r * stride;
+      std::uint32_t bad_bits = 0;
+      for (std::int64_t c = 0; c < cols; ++c)
+        bad_bits |= static_cast<std::uint32_t>((row[c] & 0x7f80u) == 0x7f80u);
+      ok = bad_bits == 0;
+    }
+    if (!ok) {
+      std::int64_t cur = bad.load();
+      while (r < cur && !bad.compare_exchange_weak(cur, r)) {
+      }
+    }
+  }
+  const std::int64_t r = bad.load();
+  if (r == std::numeric_limits<std::int64_t>::max()) return;
+  for (std::int64_t c = 0; c < cols; ++c) {
+    const double v = elem_f32(m, stride, r, c);
+    if (!std::isfinite(v))
+      fail(ErrorCode::kNonFinite, std::string(kFn) + ": " + what + "[" + str(r) + "][" + str(c) +
+                                      "] = " + fmt_num(v) + " is not finite");
+  }
+}
+
+void check_grad(const char* what, const MutableMatrixView& g, std::int64_t rows,
+                std::int64_t cols) {
+  if (!g.data) return;
+  if (g.dtype != DType::kF32)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": " + what + " has dtype " +
+                                          DTypeName(g.dtype) + "; gradients are float32");
+  if (g.rows != rows || g.cols != cols)
+    fail(ErrorCode::kShapeMismatch, std::string(kFn) + ": " + what + " is " + str(g.rows) + "×" +
+                                        str(g.cols) + " but must be " + str(rows) + "×" + str(cols));
+  const std::int64_t s = g.row_stride == 0 ? cols : g.row_stride;
+  if (s < cols)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": " + what + " row_stride " + str(s) +
+                                          " is smaller than its " + str(cols) + " columns");
+}
+
+void check_options(const LinearCrossEntropyOptions& lo, std::int64_t V) {
+  const CrossEntropyOptions& o = lo.loss;
+  auto bad = [&](const char* name, double v, const char* rule) {
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": " + name + " = " + fmt_num(v) + " " + rule);
+  };
+  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+    bad("label_smoothing", o.label_smoothing, "must be in [0, 1]");
+  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+    bad("temperature", o.temperature, "must be finite and > 0");
+  if (!(o.softcap >= 0) || !std::isfinite(o.softcap))
+    bad("softcap", o.softcap, "must be finite and ≥ 0 (0: off)");
+  if (!(o.z_loss >= 0) || !std::isfinite(o.z_loss)) bad("z_loss", o.z_loss, "must be finite and ≥ 0");
+  if (!(o.focal_gamma >= 0) || !std::isfinite(o.focal_gamma))
+    bad("focal_gamma", o.focal_gamma, "must be finite and ≥ 0");
+  if (!std::isfinite(o.grad_scale)) bad("grad_scale", o.grad_scale, "must be finite");
+  if (o.reduction != Reduction::kNone && o.reduction != Reduction::kSum &&
+      o.reduction != Reduction::kMean)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid reduction");
+  if (o.smoothing != Smoothing::kUniform && o.smoothing != Smoothing::kOffTarget)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid smoothing mode");
+  if (!(lo.grad_filter >= 0 && lo.grad_filter < 1))
+    bad("grad_filter", lo.grad_filter, "must be in [0, 1) (0: off)");
+  if (lo.chunk_rows < 0) bad("chunk_rows", static_cast<double>(lo.chunk_rows), "must be ≥ 0");
+  if (lo.tile_cols < 0) bad("tile_cols", static_cast<double>(lo.tile_cols), "must be ≥ 0");
+  if (lo.algorithm != Algo::kAuto && lo.algorithm != Algo::kTokenChunked &&
+      lo.algorithm != Algo::kVocabTiled)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid algorithm");
+  if (lo.algorithm == Algo::kVocabTiled && o.focal_gamma > 0)
+    fail(ErrorCode::kInvalidArgument,
+         std::string(kFn) + ": focal_gamma = " + fmt_num(o.focal_gamma) +
+             " needs algorithm token-chunked (the vocab-tiled design has no focal term)");
+  if (lo.algorithm == Algo::kTokenChunked && lo.grad_filter > 0)
+    fail(ErrorCode::kInvalidArgument,
+         std::string(kFn) + ": grad_filter = " + fmt_num(lo.grad_filter) +
+             " needs algorithm vocab-tiled (token-chunked computes every block anyway)");
+  if (lo.grad_filter > 0 && o.focal_gamma > 0)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": grad_filter and focal_gamma cannot be combined");
+  if (lo.vocab_offset != 0 || (lo.vocab_total != 0 && lo.vocab_total != V) ||
+      lo.communicator != nullptr)
+    fail(ErrorCode::kInvalidArgument,
+         std::string(kFn) + ": a vocabulary shard (vocab_offset = " + str(lo.vocab_offset) +
+             ", vocab_total = " + str(lo.vocab_total) + ", V = " + str(V) +
+             ") or a communicator is not supported yet (issue 9)");
+}
+
+// ------------------------------------------------------------ the plan
+
+Plan make_plan(const MatrixView& hidden, const MatrixView& weight, const float* bias,
+               const Targets& targets, const LinearCrossEntropyOptions& lo,
+               const LinearCrossEntropyOutputs& out) {
+  Plan pl;
+  pl.opt = &lo;
+  pl.o = &lo.loss;
+  pl.nt = thread_count(lo.loss.num_threads);
+  pl.h = hidden;
+  pl.w = weight;
+  pl.hs = check_matrix("hidden", hidden.data, hidden.dtype, hidden.rows, hidden.cols,
+                       hidden.row_stride, true);
+  pl.wst = check_matrix("weight", weight.data, weight.dtype, weight.rows, weight.cols,
+                        weight.row_stride, true);
+  pl.N = hidden.rows;
+  pl.D = hidden.cols;
+  pl.V = weight.rows;
+  if (weight.cols != pl.D)
+    fail(ErrorCode::kShapeMismatch, std::string(kFn) + ": hidden is " + str(pl.N) + "×" + str(pl.D) +
+                                        " but weight is " + str(pl.V) + "×" + str(weight.cols) +
+                                        " (both need D = " + str(pl.D) + " columns)");
+  if (pl.V == 0)
+    fail(ErrorCode::kEmpty, std::string(kFn) + ": weight has V = 0 rows (classes); at least one is needed");
+  if (pl.D == 0)
+    fail(ErrorCode::kEmpty, std::string(kFn) + ": hidden and weight have D = 0 columns");
+  check_options(lo, pl.V);
+  check_grad("grad_hidden", out.grad_hidden, pl.N, pl.D);
+  check_grad("grad_weight", out.grad_weight, pl.V, pl.D);
+  pl.gh = out.grad_hidden.data != nullptr;
+  pl.gw = out.grad_weight.data != nullptr;
+  pl.gb = out.grad_bias != nullptr;
+  pl.grad = pl.gh || pl.gw || pl.gb;
+  pl.bias = bias;
+  if (bias)
+    for (std::int64_t c = 0; c < pl.V; ++c)
+      if (!std::isfinite(bias[c]))
+        fail(ErrorCode::kNonFinite, std::string(kFn) + ": bias[" + str(c) + "] = " +
+                                        fmt_num(bias[c]) + " is not finite");
+  const CrossEntropyOptions& o = lo.loss;
+  if (o.class_weight) {
+    NeumaierSum s;
+    for (std::int64_t c = 0; c < pl.V; ++c) {
+      const double w = o.class_weight[c];
+      if (!(w >= 0) || !std::isfinite(w))
+        fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": class_weight[" + str(c) + "] = " +
+                                              fmt_num(w) + " must be finite and ≥ 0");
+      s.add(w);
+    }
+    pl.w_total = s.value();
+  } else {
+    pl.w_total = static_cast<double>(pl.V);
+  }
+  // Targets: index only, validated here so that errors name the global row.
+  if (targets.kind == Targets::Kind::kSoft)
+    fail(ErrorCode::kInvalidArgument,
+         std::string(kFn) + ": soft targets are not supported (an N×V target is the "
+                            "materialization this function avoids); use class indices");
+  if (targets.kind != Targets::Kind::kIndexInt32 && targets.kind != Targets::Kind::kIndexInt64)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid targets kind");
+  if (pl.N > 0 && targets.indices == nullptr)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": targets.indices is null");
+  pl.tgt.resize(static_cast<std::size_t>(pl.N));
+  NeumaierSum ws;
+  for (std::int64_t r = 0; r < pl.N; ++r) {
+    const std::int64_t t = targets.kind == Targets::Kind::kIndexInt64
+                               ? static_cast<const std::int64_t*>(targets.indices)[r]
+                               : static_cast<const std::int32_t*>(targets.indices)[r];
+    if (t == o.ignore_index) {
+      pl.tgt[r] = -1;
+      continue;
+    }
+    if (t < 0 || t >= pl.V)
+      fail(ErrorCode::kTargetOutOfRange,
+           std::string(kFn) + ": targets[" + str(r) + "] = " + str(t) + " is out of range [0, " +
+               str(pl.V) + ") and is not ignore_index (" + str(o.ignore_index) + ")");
+    pl.tgt[r] = t;
+    ++pl.count;
+    ws.add(o.class_weight ? o.class_weight[t] : 1.0);
+  }
+  pl.wsum = ws.value();
+  check_finite_matrix("hidden", hidden, pl.hs, pl.nt);
+  check_finite_matrix("weight", weight, pl.wst, pl.nt);
+
+  pl.mean = o.reduction == Reduction::kMean;
+  pl.ce_empty = pl.mean && !(pl.wsum > 0);
+  pl.z_empty = pl.mean && pl.count == 0;
+  pl.scale_ce = o.grad_scale * (pl.mean ? (pl.ce_empty ? 0.0 : 1.0 / pl.wsum) : 1.0);
+  pl.scale_z = o.grad_scale * (pl.mean ? (pl.z_empty ? 0.0 : 1.0 / static_cast<double>(pl.count)) : 1.0);
+  const double eps = o.label_smoothing, Vd = static_cast<double>(pl.V);
+  if (o.smoothing == Smoothing::kUniform) {
+    pl.a = 1 - eps;
+    pl.b = eps / Vd;
+  } else {  // (1 − ε)p + ε(1 − p)/(V − 1); with V = 1 there is no other class
+    pl.b = pl.V > 1 ? eps / (Vd - 1) : 0.0;
+    pl.a = pl.V > 1 ? 1 - eps - pl.b : 1.0;
+  }
+  return pl;
+}
+
+double empty_value(const CrossEntropyOptions& o) {
+  return o.empty_mean == EmptyMean::kNaN ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+}
+
+// The reduced loss from the summed CE and z parts (as cross_entropy_loss).
+void finish_result(const Plan& pl, double ce, double zl, LinearCrossEntropyResult& res) {
+  const CrossEntropyOptions& o = *pl.o;
+  res.count = pl.count;
+  res.weight_sum = pl.wsum;
+  if (pl.mean) {
+    const double ce_part = pl.ce_empty ? empty_value(o) : ce / pl.wsum;
+    const double z_part = pl.z_empty ? empty_value(o) : zl / static_cast<double>(pl.count);
+    res.z_loss = o.z_loss > 0 ? z_part : 0.0;
+    res.loss = ce_part + res.z_loss;
+    if (pl.ce_empty && o.empty_mean == EmptyMean::kZero) res.loss = res.z_loss;
+  } else {
+    res.z_loss = zl;
+    res.loss = ce + zl;
+  }
+}
+
+std::size_t budget_bytes(const Plan& pl) {
+  if (pl.opt->max_buffer_bytes) return pl.opt->max_buffer_bytes;
+  // 1/128 of the 2·N·V floats of logits + gradient: the issue's "100× less"
+  // with room for the O(N) row state.
+  return static_cast<std::size_t>(2.0 * static_cast<double>(pl.N) * static_cast<double>(pl.V) *
+                                  4.0 / 128.0);
+}
+
+void zero_matrix(const MutableMatrixView& g, int nt) {
+  if (!g.data) return;
+  const std::int64_t s = g.row_stride == 0 ? g.cols : g.row_stride;
+  float* p = static_cast<float*>(g.data);
+#pragma omp parallel for num_threads(par(nt, g.rows * g.cols)) schedule(static)
+  for (std::int64_t r = 0; r < g.rows; ++r) std::memset(p + r * s, 0, sizeof(float) * g.cols);
+}
+
+std::int64_t stride_of(const MutableMatrixView& g) { return g.row_stride == 0 ? g.cols : g.row_stride; }
+
+// ================================================= token-chunked (Liger shape)
+
+LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& targets,
+                                           const LinearCrossEntropyOutputs& out) {
+  const std::int64_t N = pl.N, D = pl.D, V = pl.V;
+  const int nt = pl.nt;
+  const std::size_t budget = budget_bytes(pl);
+  std::int64_t nb = pl.opt->chunk_rows;
+  if (nb == 0) nb = static_cast<std::int64_t>(budget / (4 * static_cast<std::size_t>(V)));
+  nb = std::clamp<std::int64_t>(nb, 1, std::max<std::int64_t>(N, 1));
+  // bfloat16 weight: converted in vocabulary sub-tiles of ≤ budget/4 bytes.
+  std::int64_t vs = V;
+  if (pl.w.dtype != DType::kF32)
+    vs = std::clamp<std::int64_t>(static_cast<std::int64_t>(budget / 16 / static_cast<std::size_t>(D)), 1, V);
+
+  LinearCrossEntropyResult res;
+  res.algorithm = Algo::kTokenChunked;
+  res.chunk_rows = nb;
+  res.tile_cols = V;
+  res.buffer_bytes = static_cast<std::size_t>(nb * V) * 4;
+
+  // The fused loss per chunk runs with reduction sum; the mean's two
+  // denominators (Σw[y] for the CE part, the row count for the z-loss part)
+  // go into grad_scale and a rescaled z-loss coefficient: with
+  // s = scale_ce and z' = z·scale_z/scale_ce, s·(dCE + z'·dlse²) is exactly
+  // scale_ce·dCE + scale_z·z·dlse².
+  CrossEntropyOptions co = *pl.o;
+  co.reduction = Reduction::kSum;
+  co.num_threads = nt;
+  const double z = pl.o->z_loss;
+  double zc = z;  // the coefficient the kernel uses
+  // A mean over rows whose class weights are all 0 has no CE gradient but a
+  // z-loss gradient: that needs a second, gradient-only call with zero class
+  // weights (a corner case; the forward call keeps the real weights).
+  const bool split_z = pl.grad && z > 0 && pl.scale_ce == 0 && pl.scale_z != 0;
+  std::vector<float> zero_w;
+  if (pl.scale_ce != 0) {
+    co.grad_scale = pl.scale_ce;
+    zc = z * pl.scale_z / pl.scale_ce;
+  } else {
+    co.grad_scale = 0;
+  }
+  co.z_loss = zc;
+  CrossEntropyOptions cz = *pl.o;  // only for split_z
+  if (split_z) {
+    zero_w.assign(static_cast<std::size_t>(V), 0.0f);
+    cz.reduction = Reduction::kSum;
+    cz.num_threads = nt;
+    cz.class_weight = zero_w.data();
+    cz.label_smoothing = 0;
+    cz.grad_scale = pl.scale_z;
+    cz.focal_gamma = 0;
+    cz.compute_accuracy = false;
+  }
+
+  Buffer lbuf, hbuf, wbuf;
+  float* L = lbuf.get(static_cast<std::size_t>(nb * V));
+  std::vector<float> lse_tmp;
+  float* lse = out.row_lse;
+  if (!lse && zc != z) {
+    lse_tmp.resize(static_cast<std::size_t>(N));
+    lse = lse_tmp.data();
+  }
+  float* gH = static_cast<float*>(out.grad_hidden.data);
+  float* gW = static_cast<float*>(out.grad_weight.data);
+  const std::int64_t ldgh = stride_of(out.grad_hidden), ldgw = stride_of(out.grad_weight);
+  zero_matrix(out.grad_weight, nt);
+  if (pl.gb) std::fill(out.grad_bias, out.grad_bias + V, 0.0f);
+
+  NeumaierSum ce_sum, z_sum;
+  for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
+    const std::int64_t c = std::min(nb, N - r0);
+    std::int64_t ldh = 0, ldw = 0;
+    const float* Hc = rows_f32(pl.h, pl.hs, r0, c, hbuf, &ldh, nt);
+    for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
+      const std::int64_t nv = std::min(vs, V - v0);
+      const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
+      blas::sgemm(false, true, c, nv, D, 1.0f, Hc, ldh, Wt, ldw, 0.0f, L + v0, V);
+    }
+    add_bias(pl.bias, 0, L, c, V, V, nt);
+
+    const MatrixView lv{L, DType::kF32, c, V, V};
+    Targets tc = targets;
+    tc.indices = targets.kind == Targets::Kind::kIndexInt64
+                     ? static_cast<const void*>(static_cast<const std::int64_t*>(targets.indices) + r0)
+                     : static_cast<const void*>(static_cast<const std::int32_t*>(targets.indices) + r0);
+    CrossEntropyOutputs co_out;
+    co_out.row_loss = out.row_loss ? out.row_loss + r0 : nullptr;
+    co_out.row_lse = lse ? lse + r0 : nullptr;
+    if (pl.grad && !split_z) co_out.grad = MutableMatrixView{L, DType::kF32, c, V, V};
+    CrossEntropyResult cr;
+    co.num_threads = cz.num_threads = par(nt, c * V);
+    try {
+      cr = cross_entropy_loss(lv, tc, co, co_out);
+      if (split_z) {
+        CrossEntropyOutputs zo;
+        zo.grad = MutableMatrixView{L, DType::kF32, c, V, V};
+        cross_entropy_loss(lv, tc, cz, zo);
+      }
+    } catch (const Error& e) {
+      throw Error(e.code(), std::string(kFn) + ": in the token chunk of rows [" + str(r0) + ", " +
+                                str(r0 + c) + ") (rows below count from " + str(r0) + "): " + e.what());
+    }
+    ce_sum.add(cr.loss - cr.z_loss);
+    z_sum.add(cr.z_loss);
+    res.correct += cr.correct;
+    if (out.row_loss && zc != z) {
+      // The kernel's row loss carries z'·lse²; report the true z·lse².
+      for (std::int64_t i = 0; i < c; ++i)
+        if (pl.tgt[r0 + i] >= 0) {
+          const double l = lse[r0 + i];
+          out.row_loss[r0 + i] = static_cast<float>(out.row_loss[r0 + i] + (z - zc) * l * l);
+        }
+    }
+    if (!pl.grad) continue;
+    // L now holds G = d loss / d logits for the chunk.
+    if (pl.gb) add_colsums(L, c, V, V, out.grad_bias, nt);
+    for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
+      const std::int64_t nv = std::min(vs, V - v0);
+      const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
+      if (gH)
+        blas::sgemm(false, false, c, D, nv, 1.0f, L + v0, V, Wt, ldw, v0 == 0 ? 0.0f : 1.0f,
+                    gH + r0 * ldgh, ldgh);
+      if (gW)
+        blas::sgemm(true, false, nv, D, c, 1.0f, L + v0, V, Hc, ldh, 1.0f, gW + v0 * ldgw, ldgw);
+    }
+  }
+  // The kernel summed z'·lse²; the true z-part is z/z' times that.
+  const double zl = zc > 0 ? z_sum.value() * (z / zc) : 0.0;
+  finish_result(pl, ce_sum.value(), zl, res);
+  return res;
+}
+
+// ================================================ vocabulary-tiled (CCE shape)
+
+// Per-row state of pass 1, kept small (it counts against the memory budget):
+// the optional parts (smoothing, accuracy) live in their own vectors.
+struct RowState {
+  double m = -std::numeric_limits<double>::infinity();  // running max of u; then the lse
+  double s = 0;                                         // Σ exp(u − m)
+  float uy = 0;                                         // u at the target (u is float)
+  float alpha = 0, gamma = 0;                           // pass 2 coefficients
+};
+
+// u = (softcap ? cap·tanh(z/cap) : z) / T, in place.
+void transform_row(float* z, std::int64_t n, double cap, double T) {
+  if (cap > 0) {
+    const double inv_cap = 1.0 / cap, inv_t = 1.0 / T;
+    for (std::int64_t j = 0; j < n; ++j)
+      z[j] = static_cast<float>(cap * std::tanh(z[j] * inv_cap) * inv_t);
+  } else if (T != 1.0) {
+    const float inv_t = static_cast<float>(1.0 / T);
+    for (std::int64_t j = 0; j < n; ++j) z[j] *= inv_t;
+  }
+}
+
+LinearCrossEntropyResult run_vocab_tiled(const Plan& pl, const LinearCrossEntropyOutputs& out) {
+  const std::int64_t N = pl.N, D = pl.D, V = pl.V;
+  const int nt = pl.nt;
+  const CrossEntropyOptions& o = *pl.o;
+  const bool smooth = pl.b != 0;
+  // The budget covers the logits block and the per-row state together.
+  const std::size_t state = static_cast<std::size_t>(N) *
+                            (sizeof(RowState) + sizeof(std::int64_t) + (smooth ? 8 : 0));
+  const std::size_t budget = budget_bytes(pl);
+  const std::size_t budget_floats = std::max<std::size_t>(budget > 2 * state ? (budget - state) / 4 : budget / 8, 1);
+  std::int64_t vt = pl.opt->tile_cols, nb = pl.opt->chunk_rows;
+  if (vt == 0) {
+    // Square-ish blocks maximize the products' arithmetic intensity.
+    const auto side = static_cast<std::int64_t>(std::sqrt(static_cast<double>(budget_floats)));
+    vt = nb ? static_cast<std::int64_t>(budget_floats) / nb : std::max<std::int64_t>(side, 16);
+    if (vt < V && vt > 16) vt -= vt % 16;
+  }
+  vt = std::clamp<std::int64_t>(vt, 1, V);
+  if (nb == 0) nb = static_cast<std::int64_t>(budget_floats) / vt;
+  nb = std::clamp<std::int64_t>(nb, 1, std::max<std::int64_t>(N, 1));
+  const std::int64_t ntiles = (V + vt - 1) / vt;
+
+  LinearCrossEntropyResult res;
+  res.algorithm = Algo::kVocabTiled;
+  res.chunk_rows = nb;
+  res.tile_cols = vt;
+  res.buffer_bytes = static_cast<std::size_t>(nb * vt) * 4;
+
+  const double cap = o.softcap, T = o.temperature;
+  const bool transform = cap > 0 || T != 1.0;
+  const float* cw = o.class_weight;
+  const double thr = pl.opt->grad_filter;
+  const bool filter = pl.grad && thr > 0;
+
+  std::vector<RowState> st(static_cast<std::size_t>(N));
+  std::vector<double> cu(smooth ? static_cast<std::size_t>(N) : 0);  // Σ c_j·u_j
+  std::vector<float> best(o.compute_accuracy ? static_cast<std::size_t>(N) : 0,
+                          -std::numeric_limits<float>::infinity());
+  std::vector<std::int64_t> arg(o.compute_accuracy ? static_cast<std::size_t>(N) : 0, -1);
+  std::vector<float> tile_max;  // N × ntiles (filtering only)
+  if (filter) tile_max.resize(static_cast<std::size_t>(N * ntiles));
+  Buffer lbuf, hbuf, wbuf;
+  float* L = lbuf.get(static_cast<std::size_t>(nb * vt));
+  std::atomic<std::int64_t> bad_row{-1};
+
+  // ---- pass 1: online (max, Σexp, Σc·u) per row over the vocabulary tiles
+  for (std::int64_t t = 0; t < ntiles; ++t) {
+    const std::int64_t v0 = t * vt, nv = std::min(vt, V - v0);
+    std::int64_t ldw = 0, ldh = 0;
+    const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
+    for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
+      const std::int64_t c = std::min(nb, N - r0);
+      const float* Hb = rows_f32(pl.h, pl.hs, r0, c, hbuf, &ldh, nt);
+      blas::sgemm(false, true, c, nv, D, 1.0f, Hb, ldh, Wt, ldw, 0.0f, L, nv);
+      add_bias(pl.bias, v0, L, c, nv, nv, nt);
+#pragma omp parallel for num_threads(par(nt, c * nv)) schedule(static)
+      for (std::int64_t i = 0; i < c; ++i) {
+        const std::int64_t n = r0 + i;
+        float* u = L + i * nv;
+        RowState& rs = st[n];
+        transform_row(u, nv, cap, T);
+        cpu::CoefSpec spec;
+        spec.w = cw ? cw + v0 : nullptr;
+        spec.want_coef = smooth;
+        cpu::ChunkStats cs;
+        cpu::ChunkStatsF32(u, static_cast<std::size_t>(nv), spec, &cs);
+        bool nonfinite = cs.nonfinite;
+        if (nonfinite) {  // the kernel's flag may be a false alarm (overflowed sum)
+          nonfinite = false;
+          for (std::int64_t j = 0; j < nv; ++j) nonfinite |= !std::isfinite(u[j]);
+        }
+        if (nonfinite) {
+          std::int64_t cur = bad_row.load();
+          while ((cur < 0 || n < cur) && !bad_row.compare_exchange_weak(cur, n)) {
+          }
+          continue;
+        }
+        if (cs.max > rs.m) {
+          rs.s = rs.s * std::exp(rs.m - cs.max) + cs.sum_exp;
+          rs.m = cs.max;
+        } else {
+          rs.s += cs.sum_exp * std::exp(cs.max - rs.m);
+        }
+        if (smooth) cu[n] += cs.coef_sum * cs.max - cs.coef_dot;
+        const std::int64_t y = pl.tgt[n];
+        if (y >= v0 && y < v0 + nv) rs.uy = u[y - v0];
+        if (o.compute_accuracy && cs.max > best[n]) {
+          best[n] = static_cast<float>(cs.max);
+          for (std::int64_t j = 0; j < nv; ++j)
+            if (u[j] == best[n]) {
+              arg[n] = v0 + j;
+              break;
+            }
+        }
+        if (filter) tile_max[n * ntiles + t] = static_cast<float>(cs.max);
+      }
+      if (bad_row.load() >= 0) {
+        const std::int64_t n = bad_row.load();
+        fail(ErrorCode::kNonFinite,
+             std::string(kFn) + ": row " + str(n) + " has a non-finite logit among classes [" +
+                 str(v0) + ", " + str(v0 + nv) + ") (hidden·weightᵀ + bias overflowed" +
+                 (transform ? " after softcap/temperature" : "") + ")");
+      }
+    }
+  }
+
+  // ---- the per-row results
+  NeumaierSum ce_sum, z_sum;
+  const double z = o.z_loss;
+  for (std::int64_t n = 0; n < N; ++n) {
+    RowState& rs = st[n];
+    const double l = rs.m + std::log(rs.s);
+    rs.m = l;  // from here on: the lse
+    if (out.row_lse) out.row_lse[n] = static_cast<float>(l);
+    const std::int64_t y = pl.tgt[n];
+    double row = 0;
+    if (y >= 0) {
+      const double wy = cw ? cw[y] : 1.0;
+      double ce = pl.a * wy * (l - rs.uy);
+      if (smooth) ce += pl.b * (l * pl.w_total - cu[n]);
+      const double zt = z * l * l;
+      ce_sum.add(ce);
+      z_sum.add(zt);
+      row = ce + zt;
+      if (o.compute_accuracy && arg[n] == y) ++res.correct;
+    }
+    if (out.row_loss) out.row_loss[n] = static_cast<float>(row);
+  }
+  finish_result(pl, ce_sum.value(), z > 0 ? z_sum.value() : 0.0, res);
+  if (!pl.grad) return res;
+
+  // ---- pass 2: recompute each block, its gradient, and the products
+  // Per row: dloss/du_j = α·q_j − β·w_j − [j = y]·γ with q_j = exp(u_j − lse),
+  //   α = s_ce·(a·w_y + b·Σw) + 2·z·s_z·lse,  β = s_ce·b,  γ = s_ce·a·w_y;
+  // then du/dz = (1 − tanh²(z/cap))/T = (1 − (T·u/cap)²)/T.
+  for (std::int64_t n = 0; n < N; ++n) {
+    const std::int64_t y = pl.tgt[n];
+    if (y < 0) continue;
+    const double wy = cw ? cw[y] : 1.0;
+    st[n].alpha = static_cast<float>(pl.scale_ce * (pl.a * wy + pl.b * pl.w_total) +
+                                     2 * z * pl.scale_z * st[n].m);
+    st[n].gamma = static_cast<float>(pl.scale_ce * pl.a * wy);
+  }
+  const double beta_all = pl.scale_ce * pl.b;
+  float* gH = static_cast<float*>(out.grad_hidden.data);
+  float* gW = static_cast<float*>(out.grad_weight.data);
+  const std::int64_t ldgh = stride_of(out.grad_hidden), ldgw = stride_of(out.grad_weight);
+  zero_matrix(out.grad_weight, nt);
+  zero_matrix(out.grad_hidden, nt);
+  if (pl.gb) std::fill(out.grad_bias, out.grad_bias + V, 0.0f);
+  const double log_thr = filter ? std::log(thr) : 0.0;
+  Buffer cap_scratch;  // per-thread rows for the softcap chain rule
+  float* cs_rows = cap > 0 ? cap_scratch.get(static_cast<std::size_t>(nt * vt)) : nullptr;
+  std::vector<float> wrow, hrow;
+
+  for (std::int64_t t = 0; t < ntiles; ++t) {
+    const std::int64_t v0 = t * vt, nv = std::min(vt, V - v0);
+    std::int64_t ldw = 0, ldh = 0;
+    const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
+    for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
+      const std::int64_t c = std::min(nb, N - r0);
+      ++res.blocks;
+      if (filter) {
+        bool keep = false;
+        for (std::int64_t i = 0; i < c && !keep; ++i) {
+          const std::int64_t n = r0 + i;
+          keep = pl.tgt[n] >= 0 && st[n].alpha != 0 &&
+                 tile_max[n * ntiles + t] - st[n].m >= log_thr;
+        }
+        if (!keep) {
+          // Every q in the block is below the threshold: drop α·q and β·w,
+          // keep the target term −γ exactly (rank-1 updates).
+          ++res.blocks_skipped;
+          wrow.resize(static_cast<std::size_t>(D));
+          hrow.resize(static_cast<std::size_t>(D));
+          for (std::int64_t i = 0; i < c; ++i) {
+            const std::int64_t n = r0 + i, y = pl.tgt[n];
+            if (y < v0 || y >= v0 + nv || st[n].gamma == 0) continue;
+            double chain = 1.0 / T;
+            if (cap > 0) {
+              const double sc = T * st[n].uy / cap;
+              chain *= 1 - sc * sc;
+            }
+            const float g = static_cast<float>(-st[n].gamma * chain);
+            if (pl.gb) out.grad_bias[y] += g;
+            for (std::int64_t k = 0; k < D; ++k) {
+              wrow[k] = elem_f32(pl.w, pl.wst, y, k);
+              hrow[k] = elem_f32(pl.h, pl.hs, n, k);
+            }
+            if (gH)
+              for (std::int64_t k = 0; k < D; ++k) gH[n * ldgh + k] += g * wrow[k];
+            if (gW)
+              for (std::int64_t k = 0; k < D; ++k) gW[y * ldgw + k] += g * hrow[k];
+          }
+          continue;
+        }
+      }
+      const float* Hb = rows_f32(pl.h, pl.hs, r0, c, hbuf, &ldh, nt);
+      blas::sgemm(false, true, c, nv, D, 1.0f, Hb, ldh, Wt, ldw, 0.0f, L, nv);
+      add_bias(pl.bias, v0, L, c, nv, nv, nt);
+#pragma omp parallel for num_threads(par(nt, c * nv)) schedule(static)
+      for (std::int64_t i = 0; i < c; ++i) {
+        const std::int64_t n = r0 + i, y = pl.tgt[n];
+        float* u = L + i * nv;
+        if (y < 0 || (st[n].alpha == 0 && st[n].gamma == 0 && beta_all == 0)) {
+          std::memset(u, 0, sizeof(float) * nv);
+          continue;
+        }
+        transform_row(u, nv, cap, T);
+        cpu::GradSpec gs;
+        gs.max = st[n].m;
+        gs.alpha = st[n].alpha;
+        gs.beta = beta_all;
+        gs.w = cw ? cw + v0 : nullptr;
+        gs.subtract = beta_all != 0;
+        if (cap > 0) {
+          float* g = cs_rows + static_cast<std::int64_t>(omp_get_thread_num()) * vt;
+          cpu::ChunkGradF32(u, static_cast<std::size_t>(nv), g, gs);
+          if (y >= v0 && y < v0 + nv) g[y - v0] -= st[n].gamma;
+          const double tc = T / cap, inv_t = 1.0 / T;
+          for (std::int64_t j = 0; j < nv; ++j) {
+            const double sc = tc * u[j];
+            u[j] = static_cast<float>(g[j] * (1 - sc * sc) * inv_t);
+          }
+        } else {
+          cpu::ChunkGradF32(u, static_cast<std::size_t>(nv), u, gs);
+          if (y >= v0 && y < v0 + nv) u[y - v0] -= st[n].gamma;
+          if (T != 1.0) {
+            const float inv_t = static_cast<float>(1.0 / T);
+            for (std::int64_t j = 0; j < nv; ++j) u[j] *= inv_t;
+          }
+        }
+      }
+      if (pl.gb) add_colsums(L, c, nv, nv, out.grad_bias + v0, nt);
+      if (gW) blas::sgemm(true, false, nv, D, c, 1.0f, L, nv, Hb, ldh, 1.0f, gW + v0 * ldgw, ldgw);
+      if (gH) blas::sgemm(false, false, c, D, nv, 1.0f, L, nv, Wt, ldw, 1.0f, gH + r0 * ldgh, ldgh);
+    }
+  }
+  return res;
+}
+
+}  // namespace
+
+LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden, const MatrixView& weight,
+                                              const float* bias, const Targets& targets,
+                                              const LinearCrossEntropyOptions& options,
+                                              const LinearCrossEntropyOutputs& outputs) {
+  const Plan pl = make_plan(hidden, weight, bias, targets, options, outputs);
+  Algo algo = options.algorithm;
+  if (algo == Algo::kAuto) {
+    // Measured (docs/performance.md, "Linear + cross-entropy"): with
+    // gradients, token-chunked does three products instead of four and wins
+    // when its chunk has ≥ 128 rows (1.06–1.12× the floor at 256 and 128
+    // rows against 1.32–1.37× for tiled); at 64 rows its products (M or
+    // K = chunk) fall so far from the BLAS peak (1.47×) that the tiled
+    // design's square blocks win (1.35×). The default budget gives chunk = N/64 rows. Filtering
+    // exists only in the tiled design, focal only in the chunked one.
+    const std::int64_t chunk =
+        options.chunk_rows ? options.chunk_rows
+                           : static_cast<std::int64_t>(budget_bytes(pl) / (4 * static_cast<std::size_t>(pl.V)));
+    // In evaluation mode the tiled design is one product (pass 1 only) in
+    // square blocks: it is the forward-only choice.
+    if (options.loss.focal_gamma > 0) algo = Algo::kTokenChunked;
+    else if (options.grad_filter > 0 || !pl.grad) algo = Algo::kVocabTiled;
+    else algo = chunk >= std::min<std::int64_t>(kMinChunkRows, pl.N) ? Algo::kTokenChunked : Algo::kVocabTiled;
+  }
+  if (pl.N == 0) {
+    LinearCrossEntropyResult res;
+    res.algorithm = algo;
+    finish_result(pl, 0.0, 0.0, res);
+    zero_matrix(outputs.grad_weight, pl.nt);
+    if (outputs.grad_bias) std::fill(outputs.grad_bias, outputs.grad_bias + pl.V, 0.0f);
+    return res;
+  }
+  if (algo == Algo::kTokenChunked) return run_token_chunked(pl, targets, outputs);
+  return run_vocab_tiled(pl, outputs);
+}
+
+}  // namespace xent

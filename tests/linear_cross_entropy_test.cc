@@ -1,0 +1,546 @@
+// linear_cross_entropy against the unfused path computed without rounding:
+// logits = H·Wᵀ + b in long double from the stored inputs, then the
+// long-double batch-loss reference (src/reference/loss_reference.h), then
+// grad_H = G·W, grad_W = Gᵀ·H, grad_b = Σ_n G in long double.
+//
+// Tolerances. The fused path rounds in three places: the float32 GEMMs (a
+// dot product of K terms has error ≤ K·u·Σ|terms|, u = 2^-24; observed errors
+// are ~√K·u·Σ|terms|), the float32 softmax kernels (a few ulp per entry) and
+// the float32 storage of G. With |logits| ≲ 10 and K ≤ 128 these give
+// relative errors ~1e-6 on the loss and ~1e-6 of the largest entry on the
+// gradients. We allow 2e-5 relative on the loss and 1e-4 of the largest entry
+// of each gradient: 20–100× above what rounding produces, and 10–1000× below
+// what any missing or mis-scaled term would produce (the smallest term the
+// options add, ε/V·w at V ≤ 101, is ≥ 1e-3 of the largest entry).
+#include "xent/linear_cross_entropy.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/convert.h"
+#include "reference/loss_reference.h"
+#include "xent/error.h"
+
+namespace xent {
+namespace {
+
+using reference::Real;
+using reference::Row;
+using Algo = LinearCrossEntropyAlgorithm;
+
+constexpr double kLossTol = 2e-5;
+constexpr double kGradTol = 1e-4;
+
+// One problem: inputs stored as float32 or bfloat16 (the reference reads the
+// stored values, so the rounding of the inputs is not an error).
+struct Problem {
+  std::int64_t N = 0, D = 0, V = 0, hstride = 0;
+  DType dtype = DType::kF32;
+  std::vector<float> h, w, bias;            // float32 storage
+  std::vector<std::uint16_t> hb, wb;        // bfloat16 storage
+  std::vector<std::int64_t> targets;
+  bool has_bias = false;
+
+  MatrixView hidden() const {
+    if (dtype == DType::kBF16) return {hb.data(), DType::kBF16, N, D, hstride};
+    return {h.data(), DType::kF32, N, D, hstride};
+  }
+  MatrixView weight() const {
+    if (dtype == DType::kBF16) return {wb.data(), DType::kBF16, V, D, D};
+    return {w.data(), DType::kF32, V, D, D};
+  }
+  Real H(std::int64_t n, std::int64_t k) const { return h[n * hstride + k]; }
+  Real W(std::int64_t v, std::int64_t k) const { return w[v * D + k]; }
+};
+
+// Logits ~ N(0, sigma²): entries uniform in ±s with s² = 3·sigma/√D.
+Problem make_problem(std::int64_t N, std::int64_t D, std::int64_t V, bool bias, DType dtype,
+                     double sigma = 2.0, unsigned seed = 1, int n_ignored = 0) {
+  Problem p;
+  p.N = N;
+  p.D = D;
+  p.V = V;
+  p.hstride = D + 3;  // strided rows: padding is NaN, reading it would show
+  p.dtype = dtype;
+  p.has_bias = bias;
+  std::mt19937 rng(seed);
+  const double s = std::sqrt(3.0 * sigma / std::sqrt(static_cast<double>(D)));
+  std::uniform_real_distribution<float> u(static_cast<float>(-s), static_cast<float>(s));
+  auto round = [&](float x) {
+    return dtype == DType::kBF16 ? cpu::bf16_to_float(cpu::float_to_bf16(x)) : x;
+  };
+  p.h.assign(static_cast<std::size_t>(N * p.hstride), std::nanf(""));
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t k = 0; k < D; ++k) p.h[n * p.hstride + k] = round(u(rng));
+  p.w.resize(static_cast<std::size_t>(V * D));
+  for (auto& x : p.w) x = round(u(rng));
+  if (dtype == DType::kBF16) {
+    p.hb.resize(p.h.size());
+    p.wb.resize(p.w.size());
+    for (std::size_t i = 0; i < p.h.size(); ++i) p.hb[i] = cpu::float_to_bf16(p.h[i]);
+    for (std::size_t i = 0; i < p.w.size(); ++i) p.wb[i] = cpu::float_to_bf16(p.w[i]);
+  }
+  if (bias) {
+    std::uniform_real_distribution<float> ub(-1.0f, 1.0f);
+    p.bias.resize(static_cast<std::size_t>(V));
+    for (auto& x : p.bias) x = ub(rng);
+  }
+  std::uniform_int_distribution<std::int64_t> ut(0, V - 1);
+  p.targets.resize(static_cast<std::size_t>(N));
+  for (auto& t : p.targets) t = ut(rng);
+  for (int i = 0; i < n_ignored && i < N; ++i) p.targets[(i * 7 + 3) % N] = -100;
+  return p;
+}
+
+struct Expected {
+  reference::CeRefResult ce;
+  std::vector<Row> gh, gw;  // N×D, V×D
+  Row gb;                   // V
+};
+
+reference::CeRefOptions ref_options(const CrossEntropyOptions& o, std::int64_t V) {
+  reference::CeRefOptions r;
+  r.reduction = o.reduction == Reduction::kNone  ? reference::RefReduction::kNone
+                : o.reduction == Reduction::kSum ? reference::RefReduction::kSum
+                                                 : reference::RefReduction::kMean;
+  r.ignore_index = o.ignore_index;
+  if (o.class_weight) r.weight.assign(o.class_weight, o.class_weight + V);
+  r.epsilon = o.label_smoothing;
+  r.off_target = o.smoothing == Smoothing::kOffTarget;
+  r.temperature = o.temperature;
+  r.softcap = o.softcap;
+  r.z_loss = o.z_loss;
+  r.gamma = o.focal_gamma;
+  r.empty_nan = o.empty_mean == EmptyMean::kNaN;
+  r.grad_scale = o.grad_scale;
+  return r;
+}
+
+Expected unfused(const Problem& p, const CrossEntropyOptions& o) {
+  std::vector<Row> logits(static_cast<std::size_t>(p.N), Row(static_cast<std::size_t>(p.V)));
+  for (std::int64_t n = 0; n < p.N; ++n)
+    for (std::int64_t v = 0; v < p.V; ++v) {
+      Real acc = p.has_bias ? static_cast<Real>(p.bias[v]) : 0;
+      for (std::int64_t k = 0; k < p.D; ++k) acc += p.H(n, k) * p.W(v, k);
+      logits[n][v] = acc;
+    }
+  Expected e;
+  e.ce = reference::cross_entropy_batch(logits, p.targets, {}, ref_options(o, p.V));
+  e.gh.assign(static_cast<std::size_t>(p.N), Row(static_cast<std::size_t>(p.D), 0));
+  e.gw.assign(static_cast<std::size_t>(p.V), Row(static_cast<std::size_t>(p.D), 0));
+  e.gb.assign(static_cast<std::size_t>(p.V), 0);
+  for (std::int64_t n = 0; n < p.N; ++n)
+    for (std::int64_t v = 0; v < p.V; ++v) {
+      const Real g = e.ce.grad[n][v];
+      e.gb[v] += g;
+      for (std::int64_t k = 0; k < p.D; ++k) {
+        e.gh[n][k] += g * p.W(v, k);
+        e.gw[v][k] += g * p.H(n, k);
+      }
+    }
+  return e;
+}
+
+struct Got {
+  LinearCrossEntropyResult res;
+  std::vector<float> row_loss, row_lse, gh, gw, gb;
+  std::int64_t ghs = 0;
+};
+
+Got run(const Problem& p, const LinearCrossEntropyOptions& lo, bool grads = true) {
+  Got g;
+  g.row_loss.assign(static_cast<std::size_t>(p.N), std::nanf(""));
+  g.row_lse.assign(static_cast<std::size_t>(p.N), std::nanf(""));
+  LinearCrossEntropyOutputs out;
+  out.row_loss = g.row_loss.data();
+  out.row_lse = g.row_lse.data();
+  if (grads) {
+    g.ghs = p.D + 1;  // strided gradient rows
+    g.gh.assign(static_cast<std::size_t>(std::max<std::int64_t>(1, p.N * g.ghs)), std::nanf(""));
+    g.gw.assign(static_cast<std::size_t>(p.V * p.D), std::nanf(""));
+    g.gb.assign(static_cast<std::size_t>(p.V), std::nanf(""));
+    out.grad_hidden = {g.gh.data(), DType::kF32, p.N, p.D, g.ghs};
+    out.grad_weight = {g.gw.data(), DType::kF32, p.V, p.D, 0};
+    out.grad_bias = p.has_bias ? g.gb.data() : nullptr;
+  }
+  g.res = linear_cross_entropy(p.hidden(), p.weight(), p.has_bias ? p.bias.data() : nullptr,
+                               Targets::Index(p.targets.data()), lo, out);
+  return g;
+}
+
+double max_abs(const std::vector<Row>& m) {
+  double x = 0;
+  for (const auto& r : m)
+    for (Real v : r) x = std::max(x, static_cast<double>(std::fabs(v)));
+  return x;
+}
+
+// Compares everything; `grad_slack` widens the gradient tolerance (filtering).
+void check(const Problem& p, const CrossEntropyOptions& o, const Got& g, bool grads,
+           const std::string& what, double grad_slack = 0) {
+  SCOPED_TRACE(what);
+  const Expected e = unfused(p, o);
+  const double loss = static_cast<double>(e.ce.loss);
+  if (std::isnan(loss)) {
+    EXPECT_TRUE(std::isnan(g.res.loss));
+  } else {
+    EXPECT_NEAR(g.res.loss, loss, kLossTol * std::max(1.0, std::fabs(loss)));
+  }
+  const double zl = static_cast<double>(e.ce.z_loss);
+  if (std::isnan(zl)) {
+    EXPECT_TRUE(std::isnan(g.res.z_loss));
+  } else {
+    EXPECT_NEAR(g.res.z_loss, zl, kLossTol * std::max(1.0, std::fabs(zl)) + 1e-12);
+  }
+  EXPECT_EQ(g.res.count, e.ce.count);
+  for (std::int64_t n = 0; n < p.N; ++n) {
+    const double rl = static_cast<double>(e.ce.row_loss[n]);
+    const double rz = static_cast<double>(e.ce.row_lse[n]);
+    ASSERT_NEAR(g.row_loss[n], rl, kLossTol * std::max(1.0, std::fabs(rl))) << "row " << n;
+    ASSERT_NEAR(g.row_lse[n], rz, kLossTol * std::max(1.0, std::fabs(rz))) << "row " << n;
+  }
+  if (!grads) return;
+  const double tol_h = (kGradTol + grad_slack) * std::max(max_abs(e.gh), 1e-30);
+  const double tol_w = (kGradTol + grad_slack) * std::max(max_abs(e.gw), 1e-30);
+  for (std::int64_t n = 0; n < p.N; ++n)
+    for (std::int64_t k = 0; k < p.D; ++k)
+      ASSERT_NEAR(g.gh[n * g.ghs + k], static_cast<double>(e.gh[n][k]), tol_h)
+          << "grad_hidden[" << n << "][" << k << "]";
+  for (std::int64_t v = 0; v < p.V; ++v)
+    for (std::int64_t k = 0; k < p.D; ++k)
+      ASSERT_NEAR(g.gw[v * p.D + k], static_cast<double>(e.gw[v][k]), tol_w)
+          << "grad_weight[" << v << "][" << k << "]";
+  if (p.has_bias) {
+    double mb = 0;
+    for (Real v : e.gb) mb = std::max(mb, static_cast<double>(std::fabs(v)));
+    for (std::int64_t v = 0; v < p.V; ++v)
+      ASSERT_NEAR(g.gb[v], static_cast<double>(e.gb[v]), (kGradTol + grad_slack) * std::max(mb, 1e-30))
+          << "grad_bias[" << v << "]";
+  }
+}
+
+// Block shapes that divide neither N = 37 nor V = 101.
+LinearCrossEntropyOptions with_algo(Algo a, const CrossEntropyOptions& o) {
+  LinearCrossEntropyOptions lo;
+  lo.loss = o;
+  lo.algorithm = a;
+  lo.chunk_rows = a == Algo::kTokenChunked ? 8 : 10;
+  lo.tile_cols = a == Algo::kVocabTiled ? 16 : 0;
+  return lo;
+}
+
+struct Case {
+  std::string name;
+  CrossEntropyOptions o;
+  int n_ignored = 0;
+  bool weights = false;
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> cs;
+  auto add = [&](std::string name, auto f, int ign = 0, bool w = false) {
+    Case c;
+    c.name = std::move(name);
+    f(c.o);
+    c.n_ignored = ign;
+    c.weights = w;
+    cs.push_back(c);
+  };
+  add("mean", [](CrossEntropyOptions&) {});
+  add("sum", [](CrossEntropyOptions& o) { o.reduction = Reduction::kSum; });
+  add("none", [](CrossEntropyOptions& o) { o.reduction = Reduction::kNone; });
+  add("ignore_index mean", [](CrossEntropyOptions&) {}, 5);
+  add("ignore_index none", [](CrossEntropyOptions& o) { o.reduction = Reduction::kNone; }, 5);
+  // ignore_index = a valid class (set to targets[5] below): it stays in the
+  // softmax denominator, only its rows are dropped (PyTorch).
+  add("custom ignore_index", [](CrossEntropyOptions&) {});
+  add("class weights mean", [](CrossEntropyOptions&) {}, 4, true);
+  add("smoothing uniform", [](CrossEntropyOptions& o) { o.label_smoothing = 0.1; }, 2);
+  add("smoothing off-target + weights", [](CrossEntropyOptions& o) {
+    o.label_smoothing = 0.2;
+    o.smoothing = Smoothing::kOffTarget;
+  }, 2, true);
+  add("z-loss", [](CrossEntropyOptions& o) { o.z_loss = 1e-2; }, 3);
+  add("z-loss + weights mean", [](CrossEntropyOptions& o) { o.z_loss = 1e-2; }, 3, true);
+  add("z-loss sum", [](CrossEntropyOptions& o) {
+    o.z_loss = 1e-2;
+    o.reduction = Reduction::kSum;
+  });
+  add("softcap", [](CrossEntropyOptions& o) { o.softcap = 3.0; });
+  add("temperature", [](CrossEntropyOptions& o) { o.temperature = 0.7; });
+  add("softcap + temperature + smoothing + z", [](CrossEntropyOptions& o) {
+    o.softcap = 4.0;
+    o.temperature = 1.5;
+    o.label_smoothing = 0.05;
+    o.z_loss = 1e-3;
+  }, 2, true);
+  add("grad_scale", [](CrossEntropyOptions& o) { o.grad_scale = 2.5; });
+  return cs;
+}
+
+std::vector<float> class_weights(std::int64_t V) {
+  std::vector<float> w(static_cast<std::size_t>(V));
+  for (std::int64_t c = 0; c < V; ++c) w[c] = 0.25f + static_cast<float>((c * 37) % 11) / 8.0f;
+  return w;
+}
+
+class LinearCe : public ::testing::TestWithParam<Algo> {};
+
+TEST_P(LinearCe, EveryOptionWithAndWithoutBias) {
+  const Algo algo = GetParam();
+  for (bool bias : {false, true}) {
+    for (const Case& c : cases()) {
+      const Problem p = make_problem(37, 24, 101, bias, DType::kF32, 2.0, 7, c.n_ignored);
+      const auto w = class_weights(p.V);
+      CrossEntropyOptions o = c.o;
+      if (c.weights) o.class_weight = w.data();
+      if (c.name == "custom ignore_index") o.ignore_index = p.targets[5];
+      const Got g = run(p, with_algo(algo, o));
+      EXPECT_EQ(g.res.algorithm, algo);
+      check(p, o, g, true, c.name + (bias ? " (bias)" : " (no bias)"));
+    }
+  }
+}
+
+TEST_P(LinearCe, Bfloat16Inputs) {
+  const Algo algo = GetParam();
+  for (const Case& c : {cases()[0], cases()[7], cases()[13]}) {
+    const Problem p = make_problem(37, 24, 101, true, DType::kBF16, 2.0, 11, c.n_ignored);
+    const Got g = run(p, with_algo(algo, c.o));
+    check(p, c.o, g, true, "bf16 " + c.name);
+  }
+}
+
+TEST_P(LinearCe, EvaluationModeDoesNoBackwardWork) {
+  const Algo algo = GetParam();
+  const Problem p = make_problem(37, 24, 101, true, DType::kF32, 2.0, 3, 4);
+  CrossEntropyOptions o;
+  o.label_smoothing = 0.1;
+  const Got g = run(p, with_algo(algo, o), /*grads=*/false);
+  check(p, o, g, false, "eval");
+  EXPECT_EQ(g.res.blocks, 0);  // pass 2 (vocab-tiled) never ran
+}
+
+TEST_P(LinearCe, AllRowsIgnored) {
+  const Algo algo = GetParam();
+  for (EmptyMean em : {EmptyMean::kZero, EmptyMean::kNaN}) {
+    const Problem p = make_problem(9, 8, 13, true, DType::kF32, 2.0, 5, 9);
+    CrossEntropyOptions o;
+    o.empty_mean = em;
+    o.z_loss = 1e-3;
+    const Got g = run(p, with_algo(algo, o));
+    check(p, o, g, true, em == EmptyMean::kZero ? "empty zero" : "empty nan");
+    for (std::int64_t n = 0; n < p.N; ++n)
+      for (std::int64_t k = 0; k < p.D; ++k) EXPECT_EQ(g.gh[n * g.ghs + k], 0.0f);
+  }
+}
+
+TEST_P(LinearCe, DefaultBlocksAndOddShapes) {
+  const Algo algo = GetParam();
+  // Default block shapes from the memory budget, and shapes with one row,
+  // one class, one column.
+  for (auto [N, D, V] : {std::tuple{64, 16, 1000}, {1, 5, 7}, {6, 1, 9}, {5, 4, 1}}) {
+    const Problem p = make_problem(N, D, V, true, DType::kF32, 2.0, 13);
+    LinearCrossEntropyOptions lo;
+    lo.algorithm = algo;
+    const Got g = run(p, lo);
+    check(p, lo.loss, g, true, "N=" + std::to_string(N) + " D=" + std::to_string(D) +
+                                   " V=" + std::to_string(V));
+    if (N * V >= 64000) {  // the budget: 1/128 of the 2·N·V floats
+      EXPECT_LE(g.res.buffer_bytes, static_cast<std::size_t>(2 * N * V * 4 / 128));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Algorithms, LinearCe,
+                         ::testing::Values(Algo::kTokenChunked, Algo::kVocabTiled),
+                         [](const auto& info) {
+                           return info.param == Algo::kTokenChunked ? std::string("TokenChunked")
+                                                                    : std::string("VocabTiled");
+                         });
+
+TEST(LinearCeChunked, FocalAndAccuracyPassThrough) {
+  const Problem p = make_problem(37, 24, 101, true, DType::kF32, 3.0, 17, 3);
+  CrossEntropyOptions o;
+  o.focal_gamma = 2.0;
+  o.compute_accuracy = true;
+  const Got g = run(p, with_algo(Algo::kTokenChunked, o));
+  check(p, o, g, true, "focal");
+  // Accuracy: argmax of the long-double logits (ties have probability ~0).
+  const Expected e = unfused(p, o);
+  EXPECT_EQ(g.res.correct, e.ce.correct);
+  // kAuto chooses token-chunked for focal.
+  LinearCrossEntropyOptions lo;
+  lo.loss = o;
+  EXPECT_EQ(run(p, lo).res.algorithm, Algo::kTokenChunked);
+}
+
+TEST(LinearCeTiled, AccuracyCount) {
+  const Problem p = make_problem(37, 24, 101, true, DType::kF32, 3.0, 19, 3);
+  CrossEntropyOptions o;
+  o.compute_accuracy = true;
+  const Got g = run(p, with_algo(Algo::kVocabTiled, o));
+  const Expected e = unfused(p, o);
+  EXPECT_EQ(g.res.correct, e.ce.correct);
+  EXPECT_GT(e.ce.correct, 0);
+}
+
+// Gradient filtering: logits N(0, 2²) plus a bias falling like a frequency
+// prior (−0.05·v), over V = 512 with tiles of 32: the tail tiles are skipped,
+// as the rare-word tiles of a language model are.
+// Skipped blocks drop only entries with q < thr, each contributing |α·q| ≤
+// s_ce·thr·(w_y...) to G; the bound on the gradient change is then
+// V·thr·max|W| per entry of grad_hidden (and N·thr·max|H| for grad_weight),
+// which we allow on top of the rounding tolerance. The loss is untouched.
+TEST(LinearCeTiled, GradientFilteringSkipsBlocksWithinItsBound) {
+  Problem p = make_problem(64, 16, 512, true, DType::kF32, 2.0, 23, 2);
+  for (std::int64_t v = 0; v < p.V; ++v) p.bias[v] = -0.05f * static_cast<float>(v);
+  for (double thr : {1.0 / 4096, 1e-6}) {
+    CrossEntropyOptions o;
+    o.reduction = Reduction::kSum;  // s_ce = 1: the bound below is in absolute terms
+    o.label_smoothing = 0.0;
+    LinearCrossEntropyOptions lo = with_algo(Algo::kVocabTiled, o);
+    lo.chunk_rows = 4;
+    lo.tile_cols = 32;
+    lo.grad_filter = thr;
+    const Got g = run(p, lo);
+    EXPECT_GT(g.res.blocks_skipped, 0) << thr;
+    EXPECT_LT(g.res.blocks_skipped, g.res.blocks) << thr;
+    // Each dropped q < thr; a row has ≤ V of them: |Δ grad_hidden| ≤ V·thr·max|W|,
+    // relative to the largest reference entry (~0.5–1) this is the slack.
+    const Expected e = unfused(p, o);
+    double mw = 0;
+    for (float x : p.w) mw = std::max(mw, static_cast<double>(std::fabs(x)));
+    const double slack = static_cast<double>(p.V) * thr * mw * std::max(1.0, 1.0 * p.N / p.V) /
+                         std::min(max_abs(e.gh), max_abs(e.gw));
+    check(p, o, g, true, "filter " + std::to_string(thr), slack);
+  }
+  // kAuto with a filter picks the tiled design.
+  LinearCrossEntropyOptions lo;
+  lo.grad_filter = 1.0 / 4096;
+  EXPECT_EQ(run(p, lo).res.algorithm, Algo::kVocabTiled);
+}
+
+TEST(LinearCeAuto, ChoiceFollowsTheMeasuredRule) {
+  const Problem p = make_problem(100, 8, 50, false, DType::kF32, 2.0, 41);
+  LinearCrossEntropyOptions lo;
+  // Evaluation: the tiled design (one product).
+  EXPECT_EQ(run(p, lo, /*grads=*/false).res.algorithm, Algo::kVocabTiled);
+  // Training with the default budget here: chunks of 100·2/128 → 1 row, tiled.
+  EXPECT_EQ(run(p, lo).res.algorithm, Algo::kVocabTiled);
+  // Training with chunks of ≥ min(128, N) rows: token-chunked.
+  lo.chunk_rows = 128;
+  const Got g = run(p, lo);
+  EXPECT_EQ(g.res.algorithm, Algo::kTokenChunked);
+  check(p, lo.loss, g, true, "auto chunked");
+}
+
+// ------------------------------------------------------------------ errors
+
+template <class F>
+void expect_error(F f, ErrorCode code, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected " << needle;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(LinearCeErrors, BadInputIsNamed) {
+  Problem p = make_problem(6, 4, 9, true, DType::kF32, 2.0, 29);
+  const LinearCrossEntropyOptions lo;
+  auto call = [&](const MatrixView& h, const MatrixView& w, const float* b,
+                  const LinearCrossEntropyOptions& o, const LinearCrossEntropyOutputs& out = {}) {
+    linear_cross_entropy(h, w, b, Targets::Index(p.targets.data()), o, out);
+  };
+  // D mismatch.
+  MatrixView w3 = p.weight();
+  w3.cols = 3;
+  expect_error([&] { call(p.hidden(), w3, nullptr, lo); }, ErrorCode::kShapeMismatch, "weight");
+  // Target out of range, naming the row.
+  p.targets[4] = 9;
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, lo); }, ErrorCode::kTargetOutOfRange,
+               "targets[4] = 9");
+  p.targets[4] = -1;
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, lo); }, ErrorCode::kTargetOutOfRange,
+               "targets[4] = -1");
+  p.targets[4] = 0;
+  // Gradient of the wrong shape / dtype.
+  std::vector<float> buf(100);
+  LinearCrossEntropyOutputs out;
+  out.grad_hidden = {buf.data(), DType::kF32, 5, 4, 0};
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, lo, out); }, ErrorCode::kShapeMismatch,
+               "grad_hidden is 5×4");
+  out.grad_hidden = {buf.data(), DType::kBF16, 6, 4, 0};
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, lo, out); },
+               ErrorCode::kInvalidArgument, "grad_hidden has dtype bfloat16");
+  // Non-finite inputs, named by position.
+  p.h[2 * p.hstride + 1] = std::nanf("");
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, lo); }, ErrorCode::kNonFinite,
+               "hidden[2][1]");
+  p.h[2 * p.hstride + 1] = 0.5f;
+  p.bias[3] = INFINITY;
+  expect_error([&] { call(p.hidden(), p.weight(), p.bias.data(), lo); }, ErrorCode::kNonFinite,
+               "bias[3]");
+  p.bias[3] = 0;
+  // Logits that overflow although the inputs are finite name the row.
+  for (auto algo : {Algo::kTokenChunked, Algo::kVocabTiled}) {
+    Problem q = make_problem(6, 4, 9, false, DType::kF32, 2.0, 31);
+    for (std::int64_t k = 0; k < 4; ++k) q.h[3 * q.hstride + k] = 3e38f;
+    for (auto& x : q.w) x = std::fabs(x) + 1.0f;
+    LinearCrossEntropyOptions o;
+    o.algorithm = algo;
+    o.chunk_rows = 2;
+    expect_error([&] {
+      linear_cross_entropy(q.hidden(), q.weight(), nullptr, Targets::Index(q.targets.data()), o);
+    }, ErrorCode::kNonFinite, "row");
+  }
+  // Options.
+  LinearCrossEntropyOptions bad = lo;
+  bad.loss.label_smoothing = 1.5;
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, bad); }, ErrorCode::kInvalidArgument,
+               "label_smoothing");
+  bad = lo;
+  bad.algorithm = Algo::kVocabTiled;
+  bad.loss.focal_gamma = 1;
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, bad); }, ErrorCode::kInvalidArgument,
+               "focal_gamma");
+  bad = lo;
+  bad.vocab_total = 100;
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, bad); }, ErrorCode::kInvalidArgument,
+               "issue 9");
+  // Soft targets are refused.
+  std::vector<float> soft(6 * 9, 1.0f / 9);
+  expect_error([&] {
+    linear_cross_entropy(p.hidden(), p.weight(), nullptr,
+                         Targets::Soft({soft.data(), DType::kF32, 6, 9, 0}), lo);
+  }, ErrorCode::kInvalidArgument, "soft targets");
+  // Unsupported dtype.
+  MatrixView h64 = p.hidden();
+  h64.dtype = DType::kF64;
+  expect_error([&] { call(h64, p.weight(), nullptr, lo); }, ErrorCode::kInvalidArgument,
+               "hidden has dtype float64");
+}
+
+TEST(LinearCeErrors, EmptyBatchIsLegal) {
+  const Problem p = make_problem(0, 4, 9, true, DType::kF32, 2.0, 37);
+  for (auto algo : {Algo::kTokenChunked, Algo::kVocabTiled}) {
+    LinearCrossEntropyOptions lo;
+    lo.algorithm = algo;
+    const Got g = run(p, lo);
+    EXPECT_EQ(g.res.loss, 0.0);
+    for (float x : g.gw) EXPECT_EQ(x, 0.0f);
+    for (float x : g.gb) EXPECT_EQ(x, 0.0f);
+  }
+}
+
+}  // namespace
+}  // namespace xent
