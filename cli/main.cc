@@ -9,7 +9,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cmd_demo.h"
+#include "cmd_eval.h"
 #include "cmd_explain.h"
+#include "cmd_gradcheck.h"
+#include "serve/cmd_serve.h"
 #include "common.h"
 #include "xent/error.h"
 #include "xent/version.h"
@@ -17,7 +21,10 @@
 namespace {
 
 constexpr const char* kFooter = R"(Examples:
+  xent demo                                     the main job: train on digits, CE vs MSE vs smoothing
+  xent eval --logits L.npy --targets T.npy      loss, perplexity, accuracy, calibration of a model
   xent explain                                  built-in examples
+  xent gradcheck                                every gradient against finite differences
   xent explain --p 0.6,0.3,0.1 --q 0.5,0.3,0.2  H(p), H(p,q), KL term by term
   xent explain --logits 2,1.2,0.3 --target 0    softmax, loss, gradient
   xent explain --help                           all options of explain
@@ -44,6 +51,14 @@ int main(int argc, char** argv) {
   app.footer(kFooter);
   ExplainArgs explain_args;
   CLI::App* explain = add_explain_command(app, explain_args);
+  xent::demo::DemoOptions demo_options;
+  CLI::App* demo = add_demo_command(app, demo_options);
+  EvalArgs eval_args;
+  CLI::App* eval = add_eval_command(app, eval_args);
+  GradcheckArgs gradcheck_args;
+  CLI::App* gradcheck = add_gradcheck_command(app, gradcheck_args);
+  ServeArgs serve_args;
+  CLI::App* serve = add_serve_command(app, serve_args);
 
   try {
     app.parse(argc, argv);
@@ -58,6 +73,10 @@ int main(int argc, char** argv) {
 
   try {
     if (explain->parsed()) return run_explain(to_options(*explain, explain_args));
+    if (demo->parsed()) return run_demo_command(demo_options);
+    if (eval->parsed()) return run_eval_command(eval_args);
+    if (gradcheck->parsed()) return run_gradcheck(gradcheck_args);
+    if (serve->parsed()) return run_serve_command(serve_args);
     std::fputs(app.help().c_str(), stdout);
     return kExitOk;
   } catch (const UsageError& e) {

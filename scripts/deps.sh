@@ -9,8 +9,12 @@ PACKAGES=(
   libhwy-dev libopenblas-dev libopenblas-openmp-dev
   libcli11-dev libfmt-dev nlohmann-json3-dev librapidcheck-dev
   pybind11-dev python3-pybind11 python3-dev python3-numpy python3-torch python3-pytest
-  python3-sklearn
+  python3-sklearn zlib1g-dev
+  # [serve] `xent serve` (cpp-httplib) and its browser test (chromium + node)
+  libcpp-httplib-dev chromium nodejs
 )
+# npm: Debian's package, unless nodejs already brings its own (NodeSource).
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -6,4 +6,4 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/deps.sh
 bash scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DXENT_BUILD_PYTHON=ON
-./build/xent explain
+./build/xent demo --report build/xent-demo.svg
