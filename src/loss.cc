@@ -216,6 +216,32 @@ void check_alias(const char* fn, const char* what, const MatrixView& in, const S
                                       "(in place needs the same data, dtype and row_stride)");
 }
 
+// The optional outputs of an elementwise loss (BCE, KL): the N×C gradient and
+// per-element losses must have the input's shape; the gradient may alias the
+// input only exactly (same rows, same stride).
+struct ElementwiseShapes {
+  Shape grad, elem_loss;
+};
+ElementwiseShapes check_elementwise_outputs(const char* fn, const char* input_name,
+                                            const MatrixView& input, const Shape& sx,
+                                            const MutableMatrixView& grad,
+                                            const MutableMatrixView& elem_loss) {
+  ElementwiseShapes out;
+  if (grad.data) {
+    out.grad = check_matrix(fn, "grad", grad.data, grad.dtype, grad.rows, grad.cols, grad.row_stride);
+    if (out.grad.rows != sx.rows || out.grad.cols != sx.cols)
+      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": grad shape differs from " + input_name);
+    check_alias(fn, "grad", input, sx, grad, out.grad);
+  }
+  if (elem_loss.data) {
+    out.elem_loss = check_matrix(fn, "elem_loss", elem_loss.data, elem_loss.dtype, elem_loss.rows,
+                                 elem_loss.cols, elem_loss.row_stride);
+    if (out.elem_loss.rows != sx.rows || out.elem_loss.cols != sx.cols)
+      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": elem_loss shape differs from " + input_name);
+  }
+  return out;
+}
+
 [[noreturn]] void fail_logit(const char* fn, std::int64_t row, std::int64_t col, double v) {
   fail(ErrorCode::kNonFinite, std::string(fn) + ": logits[" + std::to_string(row) + "][" +
                                   std::to_string(col) + "] = " + fmt_num(v) +
@@ -1153,20 +1179,9 @@ double binary_cross_entropy_with_logits_loss(const MatrixView& logits, const Mat
   if (!std::isfinite(options.grad_scale))
     fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad_scale = " +
                                           fmt_num(options.grad_scale) + " must be finite");
-  Shape sg, sl;
-  if (outputs.grad.data) {
-    sg = check_matrix(fn, "grad", outputs.grad.data, outputs.grad.dtype, outputs.grad.rows,
-                      outputs.grad.cols, outputs.grad.row_stride);
-    if (sg.rows != N || sg.cols != C)
-      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": grad shape differs from logits");
-    check_alias(fn, "grad", logits, sx, outputs.grad, sg);
-  }
-  if (outputs.elem_loss.data) {
-    sl = check_matrix(fn, "elem_loss", outputs.elem_loss.data, outputs.elem_loss.dtype,
-                      outputs.elem_loss.rows, outputs.elem_loss.cols, outputs.elem_loss.row_stride);
-    if (sl.rows != N || sl.cols != C)
-      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": elem_loss shape differs from logits");
-  }
+  const ElementwiseShapes outs =
+      check_elementwise_outputs(fn, "logits", logits, sx, outputs.grad, outputs.elem_loss);
+  const Shape &sg = outs.grad, &sl = outs.elem_loss;
   const bool mean = options.reduction == Reduction::kMean;
   const double numel = static_cast<double>(N) * static_cast<double>(C);
   if (N == 0 || C == 0) return mean ? std::numeric_limits<double>::quiet_NaN() : 0.0;
@@ -1297,20 +1312,9 @@ double kl_div_loss(const MatrixView& input_log_q, const MatrixView& target,
     fail(ErrorCode::kShapeMismatch, std::string(fn) + ": target shape differs from input");
   if (!std::isfinite(options.grad_scale))
     fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad_scale must be finite");
-  Shape sg, sl;
-  if (outputs.grad.data) {
-    sg = check_matrix(fn, "grad", outputs.grad.data, outputs.grad.dtype, outputs.grad.rows,
-                      outputs.grad.cols, outputs.grad.row_stride);
-    if (sg.rows != N || sg.cols != C)
-      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": grad shape differs from input");
-    check_alias(fn, "grad", input_log_q, sx, outputs.grad, sg);
-  }
-  if (outputs.elem_loss.data) {
-    sl = check_matrix(fn, "elem_loss", outputs.elem_loss.data, outputs.elem_loss.dtype,
-                      outputs.elem_loss.rows, outputs.elem_loss.cols, outputs.elem_loss.row_stride);
-    if (sl.rows != N || sl.cols != C)
-      fail(ErrorCode::kShapeMismatch, std::string(fn) + ": elem_loss shape differs from input");
-  }
+  const ElementwiseShapes outs =
+      check_elementwise_outputs(fn, "input", input_log_q, sx, outputs.grad, outputs.elem_loss);
+  const Shape &sg = outs.grad, &sl = outs.elem_loss;
   const double numel = static_cast<double>(N) * static_cast<double>(C);
   double div = 1.0;
   switch (options.reduction) {
