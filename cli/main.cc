@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cmd_bench.h"
 #include "cmd_demo.h"
 #include "cmd_eval.h"
 #include "cmd_explain.h"
@@ -25,6 +26,7 @@ constexpr const char* kFooter = R"(Examples:
   xent eval --logits L.npy --targets T.npy      loss, perplexity, accuracy, calibration of a model
   xent explain                                  built-in examples
   xent gradcheck                                every gradient against finite differences
+  xent bench                                    kernel GB/s against this machine's bandwidth
   xent explain --p 0.6,0.3,0.1 --q 0.5,0.3,0.2  H(p), H(p,q), KL term by term
   xent explain --logits 2,1.2,0.3 --target 0    softmax, loss, gradient
   xent explain --help                           all options of explain
@@ -57,6 +59,8 @@ int main(int argc, char** argv) {
   CLI::App* eval = add_eval_command(app, eval_args);
   GradcheckArgs gradcheck_args;
   CLI::App* gradcheck = add_gradcheck_command(app, gradcheck_args);
+  BenchArgs bench_args;
+  CLI::App* bench = add_bench_command(app, bench_args);
   ServeArgs serve_args;
   CLI::App* serve = add_serve_command(app, serve_args);
 
@@ -76,6 +80,7 @@ int main(int argc, char** argv) {
     if (demo->parsed()) return run_demo_command(demo_options);
     if (eval->parsed()) return run_eval_command(eval_args);
     if (gradcheck->parsed()) return run_gradcheck(gradcheck_args);
+    if (bench->parsed()) return run_bench(bench_args);
     if (serve->parsed()) return run_serve_command(serve_args);
     std::fputs(app.help().c_str(), stdout);
     return kExitOk;

@@ -1061,12 +1061,14 @@ RunResult run(const Plan& pl, const CrossEntropyOutputs& outs, int nt) {
 
 }  // namespace
 
-// Below 256 KiB of float32 logits a second thread costs more (wake-up, and on a busy
-// machine waiting for it to be scheduled) than it saves. The result does not
+// Below 2^18 elements (1 MiB of float32, under 0.1 ms on one core) a second
+// thread costs more than it saves: its wake-up, and on a loaded machine a
+// descheduled team member stalls the call for a scheduler tick (4 ms was
+// measured for 1×65536 with the old 2^16 threshold). The result does not
 // depend on the thread count, so this is only a speed choice.
 int effective_threads(int nt, const Plan& pl) {
   const double elems = static_cast<double>(pl.sz.rows) * static_cast<double>(pl.sz.cols);
-  return elems < 65536.0 ? 1 : nt;
+  return elems < 262144.0 ? 1 : nt;
 }
 
 CrossEntropyResult cross_entropy_loss(const MatrixView& logits, const Targets& targets,
