@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "views.h"
+#include "xent/linear_cross_entropy.h"
 #include "xent/loss.h"
 
 namespace xent::py {
@@ -132,12 +133,58 @@ void bind_kl(pb::module_& m) {
         pb::arg("outputs"), pb::call_guard<pb::gil_scoped_release>());
 }
 
+// linear_cross_entropy: the option struct nests CrossEntropyOptions (bound
+// above); gradients are float32 buffers the caller allocates.
+void bind_linear(pb::module_& m) {
+  pb::enum_<LinearCrossEntropyAlgorithm>(m, "LinearCrossEntropyAlgorithm")
+      .value("auto", LinearCrossEntropyAlgorithm::kAuto)
+      .value("token_chunked", LinearCrossEntropyAlgorithm::kTokenChunked)
+      .value("vocab_tiled", LinearCrossEntropyAlgorithm::kVocabTiled);
+  pb::class_<LinearCrossEntropyOptions>(m, "LinearCrossEntropyOptions")
+      .def(pb::init<>())
+      .def_readwrite("loss", &LinearCrossEntropyOptions::loss)
+      .def_readwrite("algorithm", &LinearCrossEntropyOptions::algorithm)
+      .def_readwrite("max_buffer_bytes", &LinearCrossEntropyOptions::max_buffer_bytes)
+      .def_readwrite("chunk_rows", &LinearCrossEntropyOptions::chunk_rows)
+      .def_readwrite("tile_cols", &LinearCrossEntropyOptions::tile_cols)
+      .def_readwrite("grad_filter", &LinearCrossEntropyOptions::grad_filter);
+  auto row_loss = addr_property(&LinearCrossEntropyOutputs::row_loss);
+  auto row_lse = addr_property(&LinearCrossEntropyOutputs::row_lse);
+  auto grad_bias = addr_property(&LinearCrossEntropyOutputs::grad_bias);
+  pb::class_<LinearCrossEntropyOutputs>(m, "LinearCrossEntropyOutputs")
+      .def(pb::init<>())
+      .def_property("row_loss", row_loss.first, row_loss.second)
+      .def_property("row_lse", row_lse.first, row_lse.second)
+      .def_readwrite("grad_hidden", &LinearCrossEntropyOutputs::grad_hidden)
+      .def_readwrite("grad_weight", &LinearCrossEntropyOutputs::grad_weight)
+      .def_property("grad_bias", grad_bias.first, grad_bias.second);
+  pb::class_<LinearCrossEntropyResult, CrossEntropyResult>(m, "LinearCrossEntropyResult")
+      .def_property_readonly("algorithm", [](const LinearCrossEntropyResult& r) {
+        return std::string(LinearCrossEntropyAlgorithmName(r.algorithm));
+      })
+      .def_readonly("chunk_rows", &LinearCrossEntropyResult::chunk_rows)
+      .def_readonly("tile_cols", &LinearCrossEntropyResult::tile_cols)
+      .def_readonly("buffer_bytes", &LinearCrossEntropyResult::buffer_bytes)
+      .def_readonly("blocks", &LinearCrossEntropyResult::blocks)
+      .def_readonly("blocks_skipped", &LinearCrossEntropyResult::blocks_skipped);
+  m.def(
+      "linear_cross_entropy",
+      [](const MatrixView& hidden, const MatrixView& weight, std::uintptr_t bias,
+         const Targets& targets, const LinearCrossEntropyOptions& options,
+         const LinearCrossEntropyOutputs& outputs) {
+        return linear_cross_entropy(hidden, weight, typed<float>(bias), targets, options, outputs);
+      },
+      pb::arg("hidden"), pb::arg("weight"), pb::arg("bias"), pb::arg("targets"),
+      pb::arg("options"), pb::arg("outputs"), pb::call_guard<pb::gil_scoped_release>());
+}
+
 }  // namespace
 
 void bind_loss(pb::module_& m) {
   bind_cross_entropy(m);
   bind_bce(m);
   bind_kl(m);
+  bind_linear(m);
 }
 
 }  // namespace xent::py

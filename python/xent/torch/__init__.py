@@ -11,6 +11,7 @@ inplace_backward). See xent.torch.functional for the differences from torch.
 """
 
 from .functional import binary_cross_entropy_with_logits, cross_entropy, kl_div
+from .linear import linear_cross_entropy
 from .nn import BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "kl_div",
+    "linear_cross_entropy",
 ]
