@@ -618,7 +618,9 @@ struct Engine {
       ce = (M - z[j]) + log_s;
       f = gamma == 0 ? 1.0 : std::pow(omq, gamma);
       const double ratio = omq > 0 ? ce / omq : 1.0;
-      H = f * (1.0 + gamma * q * ratio);
+      // q·ratio = q·(−log q)/(1 − q) → 0 as q → 0; at a −inf (masked) logit
+      // q = 0 and ce = +inf, and the product must be that limit, not 0·∞ = NaN.
+      H = f * (1.0 + gamma * (q > 0 ? q * ratio : 0.0));
     };
     NeumaierSum loss, ch;
     for (std::size_t j = 0; j < V; ++j) {

@@ -773,3 +773,39 @@ TEST(LossNames, DTypeAndReduction) {
 
 }  // namespace
 }  // namespace xent::test
+
+// Regression: the scalar path (temperature ≠ 1, softcap, focal) computed the
+// gradient at a −inf (masked) logit as f·(1 + γ·q·(−log q)/(1 − q)) with
+// q = 0 and −log q = ∞: 0·∞ = NaN, even for γ = 0 (found by the MPI tests of
+// vocab_parallel_cross_entropy). A masked class has q = 0 and gets gradient 0.
+TEST(CrossEntropyLoss, MaskedLogitOnTheScalarPathHasZeroGradient) {
+  const double ninf = -std::numeric_limits<double>::infinity();
+  for (double gamma : {0.0, 2.0}) {
+    for (double temperature : {1.0, 2.0}) {
+      for (double softcap : {0.0, 5.0}) {
+        std::vector<double> z = {1.0, ninf, 0.5, -0.3, ninf, 2.0};
+        const std::vector<std::int64_t> t = {0};
+        xent::CrossEntropyOptions o;
+        o.focal_gamma = gamma;
+        o.temperature = temperature;
+        o.softcap = softcap;
+        std::vector<double> g(z.size(), -7.0);
+        xent::CrossEntropyOutputs out;
+        out.grad = {g.data(), xent::DType::kF64, 1, 6, 6};
+        const auto r = xent::cross_entropy_loss({z.data(), xent::DType::kF64, 1, 6, 6},
+                                                xent::Targets::Index(t.data()), o, out);
+        EXPECT_TRUE(std::isfinite(r.loss));
+        double sum = 0;
+        for (std::size_t j = 0; j < g.size(); ++j) {
+          EXPECT_TRUE(std::isfinite(g[j])) << "gamma " << gamma << " T " << temperature
+                                           << " softcap " << softcap << " j " << j;
+          sum += g[j];
+        }
+        EXPECT_EQ(g[1], 0.0);
+        EXPECT_EQ(g[4], 0.0);
+        // (q − onehot)/T sums to 0; softcap scales each entry by its own 1 − tanh².
+        if (gamma == 0 && softcap == 0) EXPECT_NEAR(sum, 0.0, 1e-15);
+      }
+    }
+  }
+}
