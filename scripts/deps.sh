@@ -12,6 +12,8 @@ PACKAGES=(
   python3-sklearn zlib1g-dev
   # [serve] `xent serve` (cpp-httplib) and its browser test (chromium + node)
   libcpp-httplib-dev chromium nodejs
+  # [mpi] vocab-parallel cross-entropy (issue 9): the xent_mpi target and its tests
+  libopenmpi-dev openmpi-bin
 )
 # npm: Debian's package, unless nodejs already brings its own (NodeSource).
 command -v npm >/dev/null || PACKAGES+=(npm)

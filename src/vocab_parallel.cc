@@ -1,0 +1,295 @@
+// vocab_parallel_cross_entropy (xent/vocab_parallel.h): the fused loss over
+// logits sharded by vocabulary columns. A plain scalar float64
+// implementation (correctness first; speed is a later increment).
+//
+// Math, per non-ignored row (z = transformed logits, over all V classes):
+//   m = max_j z_j (allreduce max),  s = Σ_j exp(z_j − m) (allreduce sum),
+//   lse = m + log s,  q_j = exp(z_j − lse).
+// The smoothed one-hot target is t'_c = a·[c = y] + b with
+//   uniform:    a = 1 − ε,            b = ε/V
+//   off-target: a = 1 − ε − ε/(V−1),  b = ε/(V−1)   (V = 1: a = 1, b = 0)
+// (V is the GLOBAL vocabulary: the result does not depend on the sharding,
+// unlike Megatron's local-V smoothing, Megatron-LM #737.) With weights w:
+//   CE = a·w_y·(lse − z_y) + b·Σ_c w_c·(lse − z_c)
+//      = a·w_y·(lse − z_y) + b·(W·log s + Σ_c w_c·(m − z_c)),   W = Σ_c w_c,
+// where every term of Σ w_c (m − z_c) is ≥ 0 (no cancellation), and z_y
+// comes from the rank that owns class y (sum-allreduce of one non-zero).
+//   dCE/dz_j = (C·q_j − w_j·t'_j)·dz_j/dx_j,  C = Σ_c w_c t'_c = a·w_y + b·W,
+//   z-loss c·lse²:  d/dz_j = 2c·lse·q_j.
+// Reductions and empty means follow xent::cross_entropy_loss exactly.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "validate.h"
+#include "xent/vocab_parallel.h"
+
+namespace xent {
+namespace {
+
+constexpr const char* kFn = "vocab_parallel_cross_entropy";
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+double load(const MatrixView& m, std::int64_t r, std::int64_t c) {
+  const std::int64_t stride = m.row_stride ? m.row_stride : m.cols;
+  const std::int64_t i = r * stride + c;
+  return m.dtype == DType::kF32 ? double(static_cast<const float*>(m.data)[i])
+                                : static_cast<const double*>(m.data)[i];
+}
+
+void store(const MutableMatrixView& g, std::int64_t r, std::int64_t c, double v) {
+  const std::int64_t stride = g.row_stride ? g.row_stride : g.cols;
+  const std::int64_t i = r * stride + c;
+  if (g.dtype == DType::kF32)
+    static_cast<float*>(g.data)[i] = static_cast<float>(v);
+  else
+    static_cast<double*>(g.data)[i] = v;
+}
+
+std::int64_t target_of(const Targets& t, std::int64_t r) {
+  return t.kind == Targets::Kind::kIndexInt32 ? static_cast<const std::int32_t*>(t.indices)[r]
+                                              : static_cast<const std::int64_t*>(t.indices)[r];
+}
+
+std::string num(double v) { return detail::fmt_num(v); }
+
+// Everything that can be checked on this rank alone. Throws xent::Error.
+void validate_local(const MatrixView& x, std::int64_t offset, std::int64_t V,
+                    const Targets& targets, const CrossEntropyOptions& o,
+                    const VocabParallelOutputs& out) {
+  const std::string fn = kFn;
+  auto bad = [&](ErrorCode c, const std::string& msg) { detail::fail(c, fn + ": " + msg); };
+  if (x.dtype != DType::kF32 && x.dtype != DType::kF64)
+    bad(ErrorCode::kInvalidArgument, std::string("local_logits dtype ") + DTypeName(x.dtype) +
+                                         " is not supported (float32 or float64)");
+  if (x.rows < 0 || x.cols < 0 || (x.row_stride != 0 && x.row_stride < x.cols))
+    bad(ErrorCode::kShapeMismatch, "local_logits shape " + std::to_string(x.rows) + "x" +
+                                       std::to_string(x.cols) + " with row_stride " +
+                                       std::to_string(x.row_stride) + " is invalid");
+  if (x.rows > 0 && x.cols > 0 && x.data == nullptr)
+    bad(ErrorCode::kInvalidArgument, "local_logits.data is null");
+  if (V <= 0) bad(ErrorCode::kEmpty, "vocab_total = " + std::to_string(V) + " (must be > 0)");
+  if (offset < 0 || offset > V || x.cols > V - offset)
+    bad(ErrorCode::kShapeMismatch, "the shard [vocab_offset = " + std::to_string(offset) +
+                                       ", +" + std::to_string(x.cols) +
+                                       ") is not inside [0, vocab_total = " + std::to_string(V) + ")");
+  if (targets.kind == Targets::Kind::kSoft)
+    bad(ErrorCode::kInvalidArgument, "soft targets are not supported yet (index targets only)");
+  if (x.rows > 0 && targets.indices == nullptr)
+    bad(ErrorCode::kInvalidArgument, "targets.indices is null");
+  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+    bad(ErrorCode::kInvalidArgument, "options.label_smoothing = " + num(o.label_smoothing) +
+                                         " is outside [0, 1]");
+  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+    bad(ErrorCode::kInvalidArgument, "options.temperature = " + num(o.temperature) + " (must be > 0)");
+  if (!(o.softcap >= 0) || !std::isfinite(o.softcap))
+    bad(ErrorCode::kInvalidArgument, "options.softcap = " + num(o.softcap) + " (must be >= 0)");
+  if (!(o.z_loss >= 0) || !std::isfinite(o.z_loss))
+    bad(ErrorCode::kInvalidArgument, "options.z_loss = " + num(o.z_loss) + " (must be >= 0)");
+  if (!std::isfinite(o.grad_scale))
+    bad(ErrorCode::kInvalidArgument, "options.grad_scale = " + num(o.grad_scale) + " (must be finite)");
+  if (o.focal_gamma != 0)
+    bad(ErrorCode::kInvalidArgument, "options.focal_gamma = " + num(o.focal_gamma) +
+                                         " is not supported yet (must be 0)");
+  if (o.compute_accuracy)
+    bad(ErrorCode::kInvalidArgument, "options.compute_accuracy is not supported yet");
+  if (o.class_weight)
+    for (std::int64_t c = 0; c < V; ++c)
+      if (!(o.class_weight[c] >= 0) || !std::isfinite(o.class_weight[c]))
+        bad(ErrorCode::kInvalidArgument, "options.class_weight[" + std::to_string(c) +
+                                             "] = " + num(o.class_weight[c]) +
+                                             " (must be finite and >= 0)");
+  const MutableMatrixView& g = out.grad;
+  if (g.data) {
+    if (g.dtype != DType::kF32 && g.dtype != DType::kF64)
+      bad(ErrorCode::kInvalidArgument, std::string("grad dtype ") + DTypeName(g.dtype) +
+                                           " is not supported (float32 or float64)");
+    if (g.rows != x.rows || g.cols != x.cols || (g.row_stride != 0 && g.row_stride < g.cols))
+      bad(ErrorCode::kShapeMismatch, "grad is " + std::to_string(g.rows) + "x" +
+                                         std::to_string(g.cols) + " but local_logits is " +
+                                         std::to_string(x.rows) + "x" + std::to_string(x.cols));
+    if (g.data == x.data && (g.dtype != x.dtype || (g.row_stride ? g.row_stride : g.cols) !=
+                                                       (x.row_stride ? x.row_stride : x.cols)))
+      bad(ErrorCode::kInvalidArgument, "grad aliases local_logits with another dtype or stride");
+  }
+  // Targets first (all rows), then the logits of the rows that count.
+  for (std::int64_t r = 0; r < x.rows; ++r) {
+    const std::int64_t y = target_of(targets, r);
+    if (y != o.ignore_index && (y < 0 || y >= V))
+      bad(ErrorCode::kTargetOutOfRange, "targets[" + std::to_string(r) + "] = " +
+                                            std::to_string(y) + " is outside [0, vocab_total = " +
+                                            std::to_string(V) + ")");
+  }
+  for (std::int64_t r = 0; r < x.rows; ++r) {
+    if (target_of(targets, r) == o.ignore_index) continue;
+    for (std::int64_t c = 0; c < x.cols; ++c) {
+      const double v = load(x, r, c);
+      if (std::isnan(v) || v == kInf)
+        bad(ErrorCode::kNonFinite, "local_logits[" + std::to_string(r) + "][" +
+                                       std::to_string(c) + "] (global column " +
+                                       std::to_string(offset + c) + ") = " + num(v));
+    }
+  }
+}
+
+}  // namespace
+
+CrossEntropyResult vocab_parallel_cross_entropy(const MatrixView& x, std::int64_t offset,
+                                                std::int64_t V, const Targets& targets,
+                                                const CrossEntropyOptions& o, Communicator& comm,
+                                                const VocabParallelOutputs& out) {
+  // 0. Local checks, then one agreement, so that no rank enters a collective
+  //    that another rank will never reach.
+  {
+    bool ok = true;
+    ErrorCode code = ErrorCode::kInvalidArgument;
+    std::string message;
+    try {
+      validate_local(x, offset, V, targets, o, out);
+    } catch (const Error& e) {
+      ok = false;
+      code = e.code();
+      message = e.what();
+    }
+    comm.agree(ok, code, message, kFn);
+  }
+  const std::int64_t N = x.rows, Vr = x.cols;
+  const double T = o.temperature, cap = o.softcap;
+  auto transform = [&](double v) { return (cap > 0 ? cap * std::tanh(v / cap) : v) / T; };
+  auto weight = [&](std::int64_t c) { return o.class_weight ? double(o.class_weight[c]) : 1.0; };
+
+  // Smoothing coefficients (see the header comment): t'_c = a·[c = y] + b.
+  const double eps = o.label_smoothing;
+  double a = 1.0, b = 0.0;
+  if (eps > 0) {
+    if (o.smoothing == Smoothing::kUniform) {
+      a = 1 - eps;
+      b = eps / double(V);
+    } else if (V > 1) {
+      a = 1 - eps - eps / double(V - 1);
+      b = eps / double(V - 1);
+    }
+  }
+  double W = 0;  // Σ_c w_c over the global vocabulary (weights are global)
+  for (std::int64_t c = 0; c < V; ++c) W += weight(c);
+
+  // 1. Row maxima. An ignored row with NaN / +inf sends +inf: its lse is then
+  //    reported as NaN (such rows are not inspected, as in the fused loss).
+  std::vector<double> m(N, -kInf);
+  for (std::int64_t r = 0; r < N; ++r)
+    for (std::int64_t c = 0; c < Vr; ++c) {
+      const double v = load(x, r, c);
+      const double z = std::isnan(v) ? kInf : transform(v);
+      m[r] = std::max(m[r], z);
+    }
+  comm.allreduce_max(m.data(), m.size());
+
+  // 2. Per-row sums, in one collective: [Σ exp(z − m), z_target, Σ w (m − z)]
+  //    (the last only with smoothing), plus this rank's V_r (last element) so
+  //    that every rank checks that the shards tile the vocabulary.
+  const std::size_t K = b > 0 ? 3 : 2;
+  std::vector<double> sums(K * N + 1, 0.0);
+  for (std::int64_t r = 0; r < N; ++r) {
+    if (!std::isfinite(m[r])) continue;  // all -inf, or an ignored non-finite row
+    const std::int64_t y = target_of(targets, r);
+    double* s = &sums[K * r];
+    for (std::int64_t c = 0; c < Vr; ++c) {
+      const double z = transform(load(x, r, c));
+      s[0] += std::exp(z - m[r]);
+      if (offset + c == y) s[1] = z;  // the owner's contribution; 0 elsewhere
+      if (K == 3 && weight(offset + c) != 0) s[2] += weight(offset + c) * (m[r] - z);
+    }
+  }
+  sums[K * N] = double(Vr);
+  comm.allreduce_sum(sums.data(), sums.size());
+  if (sums[K * N] != double(V))
+    detail::fail(ErrorCode::kShapeMismatch,
+                 std::string(kFn) + ": the shards hold " + num(sums[K * N]) +
+                     " columns in all but vocab_total = " + std::to_string(V));
+
+  // 3. Row statistics, identical on every rank (same inputs, same order).
+  CrossEntropyResult res;
+  std::vector<double> lse(N), ce(N, 0.0), zl(N, 0.0), Crow(N, 0.0);
+  std::vector<char> active(N, 0);
+  double ce_total = 0, z_total = 0;
+  for (std::int64_t r = 0; r < N; ++r) {
+    const std::int64_t y = target_of(targets, r);
+    const bool ignored = y == o.ignore_index;
+    const double* s = &sums[K * r];
+    if (m[r] == kInf) lse[r] = std::numeric_limits<double>::quiet_NaN();
+    else if (m[r] == -kInf) lse[r] = -kInf;
+    else lse[r] = m[r] + std::log(s[0]);
+    if (ignored) continue;
+    if (m[r] == -kInf)
+      detail::fail(ErrorCode::kUndefined, std::string(kFn) + ": row " + std::to_string(r) +
+                                              " has all (transformed) logits -inf");
+    active[r] = 1;
+    ++res.count;
+    const double wy = weight(y);
+    res.weight_sum += wy;
+    double row = 0;
+    if (a * wy != 0) row += a * wy * (lse[r] - s[1]);
+    if (K == 3) row += b * (W * std::log(s[0]) + s[2]);
+    ce[r] = row;
+    zl[r] = o.z_loss * lse[r] * lse[r];
+    Crow[r] = a * wy + b * W;
+    ce_total += ce[r];
+    z_total += zl[r];
+  }
+
+  // 4. Reduction (as cross_entropy_loss: the CE part over Σ w_y, the z-loss
+  //    part over the non-ignored count, empty means per options.empty_mean).
+  double ce_scale = 1, z_scale = 1;
+  if (o.reduction == Reduction::kMean) {
+    const bool ce_empty = !(res.weight_sum > 0), z_empty = res.count == 0;
+    const double empty = o.empty_mean == EmptyMean::kNaN
+                             ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+    ce_scale = ce_empty ? 0 : 1 / res.weight_sum;
+    z_scale = z_empty ? 0 : 1 / double(res.count);
+    const double ce_part = ce_empty ? empty : ce_total * ce_scale;
+    res.z_loss = o.z_loss > 0 ? (z_empty ? empty : z_total * z_scale) : 0;
+    res.loss = (ce_empty && o.empty_mean != EmptyMean::kNaN) ? res.z_loss : ce_part + res.z_loss;
+  } else {
+    res.z_loss = z_total;
+    res.loss = ce_total + z_total;
+  }
+
+  // 5. Outputs. row_lse and row_loss are written after every check passed.
+  for (std::int64_t r = 0; r < N; ++r) {
+    if (out.row_lse) out.row_lse[r] = static_cast<float>(lse[r]);
+    if (out.row_loss) out.row_loss[r] = static_cast<float>(ce[r] + zl[r]);
+  }
+  if (out.grad.data) {
+    for (std::int64_t r = 0; r < N; ++r) {
+      const std::int64_t y = target_of(targets, r);
+      for (std::int64_t c = 0; c < Vr; ++c) {
+        if (!active[r]) {
+          store(out.grad, r, c, 0.0);
+          continue;
+        }
+        const double v = load(x, r, c);  // read before the (possibly aliased) write
+        double z = v, dz = 1;
+        if (cap > 0) {
+          const double th = std::tanh(v / cap);
+          z = cap * th;
+          dz = 1 - th * th;
+        }
+        z /= T;
+        dz /= T;
+        const double q = std::exp(z - lse[r]);
+        const std::int64_t j = offset + c;
+        const double wt = weight(j) * ((j == y ? a : 0.0) + b);  // w_j·t'_j
+        // d(CE)/dz_j = C·q_j − w_j t'_j. (In float64 the cancellation of the
+        // target entry near q_y = 1 costs ~1e-16 absolute; fine for the
+        // float32 / float64 gradients written here.)
+        const double g = ce_scale * (Crow[r] * q - wt) + z_scale * 2 * o.z_loss * lse[r] * q;
+        store(out.grad, r, c, o.grad_scale * g * dz);
+      }
+    }
+  }
+  return res;
+}
+
+}  // namespace xent
