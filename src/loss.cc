@@ -344,21 +344,21 @@ struct Engine {
     return std::min(cpu::kChunk, static_cast<std::size_t>(pl.sz.cols) - c * cpu::kChunk);
   }
 
-  const T* logits_chunk(std::int64_t r, std::size_t c, Scratch<T>& s) const {
-    const void* base = row_ptr(pl.z.data, pl.z.dtype, pl.sz.stride, r);
+  // Chunk c of row r of matrix m, in T: a pointer into m when it already
+  // holds T, else converted into `buffer`.
+  const T* chunk_of(const MatrixView& m, std::int64_t stride, std::int64_t r, std::size_t c,
+                    T* buffer) const {
+    const void* base = row_ptr(m.data, m.dtype, stride, r);
     const std::size_t j0 = chunk_begin(c);
-    if (pl.z.dtype == kNative) return static_cast<const T*>(base) + j0;
-    load_row(static_cast<const char*>(base) + j0 * DTypeSize(pl.z.dtype), pl.z.dtype,
-             chunk_len(c), s.z.data());
-    return s.z.data();
+    if (m.dtype == kNative) return static_cast<const T*>(base) + j0;
+    load_row(static_cast<const char*>(base) + j0 * DTypeSize(m.dtype), m.dtype, chunk_len(c), buffer);
+    return buffer;
+  }
+  const T* logits_chunk(std::int64_t r, std::size_t c, Scratch<T>& s) const {
+    return chunk_of(pl.z, pl.sz.stride, r, c, s.z.data());
   }
   const T* soft_chunk(std::int64_t r, std::size_t c, Scratch<T>& s) const {
-    const void* base = row_ptr(pl.p.data, pl.p.dtype, pl.sp.stride, r);
-    const std::size_t j0 = chunk_begin(c);
-    if (pl.p.dtype == kNative) return static_cast<const T*>(base) + j0;
-    load_row(static_cast<const char*>(base) + j0 * DTypeSize(pl.p.dtype), pl.p.dtype,
-             chunk_len(c), s.p.data());
-    return s.p.data();
+    return chunk_of(pl.p, pl.sp.stride, r, c, s.p.data());
   }
 
   cpu::CoefSpec coef_spec(std::int64_t r, std::size_t c, Scratch<T>& s) const {

@@ -151,6 +151,22 @@ class CrossEntropyFunction(torch.autograd.Function):
         return out, None, None, None
 
 
+def _run_kernel(kernel, outs, x, other, opts, per_element, grad):
+    """Runs an elementwise loss kernel (BCE, KL) on (M, C) x and its second
+    operand: per-element losses (reduction none) or the reduced scalar, in
+    x's dtype; the gradient, when `grad` is given, is written into it."""
+    elem = None
+    if per_element:
+        elem = torch.empty(x.shape, dtype=torch.float32)
+        outs.elem_loss = mutable_view(elem)
+    if grad is not None:
+        outs.grad = mutable_view(grad)
+    total = kernel(rows_view(x), rows_view(other), opts, outs)
+    if elem is not None:
+        return elem.to(x.dtype)
+    return torch.scalar_tensor(total, dtype=x.dtype)
+
+
 class _ElementwiseLossFunction(torch.autograd.Function):
     """Shared backward of BCE-with-logits and kl_div: the C++ kernel writes
     the gradient of the (reduced, or for "none" summed) loss in forward;
@@ -218,17 +234,8 @@ class BceWithLogitsFunction(_ElementwiseLossFunction):
             opts.weight = rows_view(weight.reshape(cfg.weight_rows, x.shape[1]))
         opts.pos_weight = 0 if pos_weight is None else pos_weight.data_ptr()
         opts.num_threads = torch.get_num_threads()
-        outs = _xent.BceOutputs()
-        elem = None
-        if cfg.reduction == "none":
-            elem = torch.empty(x.shape, dtype=torch.float32)
-            outs.elem_loss = mutable_view(elem)
-        if grad is not None:
-            outs.grad = mutable_view(grad)
-        total = _xent.binary_cross_entropy_with_logits_loss(rows_view(x), rows_view(y), opts, outs)
-        if elem is not None:
-            return elem.to(x.dtype)
-        return torch.scalar_tensor(total, dtype=x.dtype)
+        return _run_kernel(_xent.binary_cross_entropy_with_logits_loss, _xent.BceOutputs(),
+                           x, y, opts, cfg.reduction == "none", grad)
 
     @staticmethod
     def forward(ctx, x, y, weight, pos_weight, cfg):
@@ -257,17 +264,8 @@ class KlDivFunction(_ElementwiseLossFunction):
         opts.reduction = getattr(_xent.KlReduction, cfg.reduction)
         opts.log_target = cfg.log_target
         opts.num_threads = torch.get_num_threads()
-        outs = _xent.KlDivOutputs()
-        elem = None
-        if cfg.reduction == "none":
-            elem = torch.empty(x.shape, dtype=torch.float32)
-            outs.elem_loss = mutable_view(elem)
-        if grad is not None:
-            outs.grad = mutable_view(grad)
-        total = _xent.kl_div_loss(rows_view(x), rows_view(target), opts, outs)
-        if elem is not None:
-            return elem.to(x.dtype)
-        return torch.scalar_tensor(total, dtype=x.dtype)
+        return _run_kernel(_xent.kl_div_loss, _xent.KlDivOutputs(), x, target, opts,
+                           cfg.reduction == "none", grad)
 
     @staticmethod
     def forward(ctx, x, target, cfg):
