@@ -100,7 +100,11 @@ export function fmt(v, digits = 5) {
   return s.replace('-', '−');
 }
 export function setNum(el, v, digits) {
-  el.textContent = fmt(v, digits);
+  const s = fmt(v, digits), t = el.firstChild;
+  // Rewriting the text node in place (rather than textContent, which
+  // replaces it) is the cheapest change for the layout that follows.
+  if (t && t.nodeType === Node.TEXT_NODE && !t.nextSibling) { if (t.data !== s) t.data = s; }
+  else el.textContent = s;
   el.dataset.value = typeof v === 'number' ? String(v) : v;
 }
 export function unitLabel() { return settings.unit; }
@@ -127,71 +131,102 @@ export function html(tag, attrs = {}, parent, text) {
   return e;
 }
 
-// A bar chart of K values drawn as one SVG path per colour, so an update
-// at K = 1000 is a handful of attribute writes, not thousands. signed: bars
-// grow up or down from a zero line, coloured by sign.
+// A bar chart of K values, drawn on a <canvas>: an update at K = 1000 is
+// one fill per colour straight into the bitmap, with nothing for the
+// browser to lay out afterwards (as SVG paths of 1000 bars each, the page
+// spent ~1.6 ms per update laying out the three charts of panel 2, and as
+// much again painting them). signed: bars grow up or down from a zero line,
+// coloured by sign. Coordinates are those of a 760-wide view box, scaled to
+// the canvas's size on screen (kept sharp by a ResizeObserver).
 export class Bars {
-  constructor(svg, { height = 140, signed = false, title = '', cls = 'bar' } = {}) {
-    this.svg = svg; this.h = height; this.signed = signed; this.cls = cls;
-    this.w = 760;
-    svg.setAttribute('viewBox', `0 0 ${this.w} ${height + 30}`);
-    svg.setAttribute('role', 'img');
-    svg.setAttribute('aria-label', title);
-    this.g = el('g', { transform: 'translate(40,8)' }, svg);
-    this.k = -1;
+  constructor(canvas, { height = 140, signed = false, title = '', cls = 'bar' } = {}) {
+    this.c = canvas; this.h = height; this.signed = signed;
+    this.w = 760; this.vh = height + 30;
+    canvas.classList.add('bars', ...cls.split(' ').filter(c => c !== 'bar'));
+    canvas.setAttribute('role', 'img');
+    canvas.setAttribute('aria-label', title);
+    canvas.style.aspectRatio = `${this.w} / ${this.vh}`;
+    canvas.width = this.w; canvas.height = this.vh;
+    this.ctx = canvas.getContext('2d');
+    this.k = 0; this.data = null; this.colours = null;
+    new ResizeObserver(([e]) => {
+      const dpr = window.devicePixelRatio || 1, w = Math.round(e.contentRect.width * dpr);
+      if (w > 0 && w !== canvas.width) {
+        canvas.width = w; canvas.height = Math.round(w * this.vh / this.w);
+        this.draw();
+      }
+    }).observe(canvas);
   }
   // values: numbers (or "inf"); max: the value drawn full height; overlay:
-  // optional second series drawn as outlines (e.g. the target p over q).
+  // optional second series drawn as outlines (e.g. the target p over q);
+  // labels: class names under the bars (up to 24 bars).
   update(values, { max, overlay, labels } = {}) {
-    const k = values.length, W = this.w - 50, H = this.h;
-    const vals = values.map(v => finite(v, max ?? 1));
-    let m = max ?? Math.max(1e-12, ...vals.map(Math.abs));
+    this.data = { values, max, overlay, labels };
+    this.k = values.length;
+    this.draw();
+  }
+  draw() {
+    if (!this.data) return;
+    // The colours are the page's CSS (style.css, .bars), read once.
+    if (!this.colours) {
+      const cs = getComputedStyle(this.c), v = n => cs.getPropertyValue(n).trim();
+      this.colours = { pos: v('--bar-pos'), neg: v('--bar-neg'), over: v('--p'), zero: '#98a1b3', tick: v('--muted'), font: `11px ${cs.fontFamily}` };
+    }
+    const { values, overlay, labels } = this.data, col = this.colours;
+    const k = values.length, W = this.w - 50, H = this.h, ctx = this.ctx;
+    let m = this.data.max;
+    if (m === undefined) {
+      m = 1e-12;
+      for (let i = 0; i < k; i++) { const a = Math.abs(finite(values[i], 1)); if (a > m) m = a; }
+    }
     m = Math.max(m, 1e-12);
-    if (this.k !== k) this.rebuild(k, labels);
     const bw = W / k, gap = k > 60 ? 0 : Math.min(4, bw * 0.2), w = Math.max(0.5, bw - gap);
     const zero = this.signed ? H / 2 : H, scale = (this.signed ? H / 2 : H) / m;
-    const d = { pos: [], neg: [], zero: [] }, o = [];
-    for (let i = 0; i < k; i++) {
-      const v = Math.max(-m, Math.min(m, vals[i]));
-      const x = (i * bw + gap / 2).toFixed(2), hgt = (Math.abs(v) * scale).toFixed(2);
-      const key = !this.signed ? 'pos' : v > 0 ? 'pos' : v < 0 ? 'neg' : 'zero';
-      d[key].push(v >= 0 ? `M${x},${zero}v${-hgt}h${w.toFixed(2)}v${hgt}z` : `M${x},${zero}v${hgt}h${w.toFixed(2)}v${-hgt}z`);
-      if (overlay) {
-        const oh = (Math.max(0, Math.min(m, overlay[i])) * scale).toFixed(2);
-        if (+oh > 0) o.push(`M${x},${zero}v${-oh}h${w.toFixed(2)}v${oh}`);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.c.width, this.c.height);
+    ctx.setTransform(this.c.width / this.w, 0, 0, this.c.height / this.vh, 40 * this.c.width / this.w, 8 * this.c.height / this.vh);
+    // One path per colour; a signed chart leaves zeros out.
+    for (const sign of this.signed ? [1, -1] : [1]) {
+      ctx.beginPath();
+      for (let i = 0; i < k; i++) {
+        const v = Math.max(-m, Math.min(m, finite(values[i], m)));
+        if (this.signed ? Math.sign(v) !== sign : false) continue;
+        const hgt = Math.abs(v) * scale;
+        ctx.rect(i * bw + gap / 2, v < 0 ? zero : zero - hgt, w, hgt);
       }
+      ctx.fillStyle = sign > 0 ? col.pos : col.neg;
+      ctx.fill();
     }
-    this.pos.setAttribute('d', d.pos.join(''));
-    this.neg.setAttribute('d', d.neg.join(''));
-    this.over.setAttribute('d', o.join(''));
-    this.axisText.textContent = fmt(m, 3);
-    this.axisText2.textContent = this.signed ? fmt(-m, 3) : '0';
+    if (overlay) {
+      ctx.beginPath();
+      for (let i = 0; i < k; i++) {
+        const oh = Math.max(0, Math.min(m, overlay[i])) * scale;
+        if (oh <= 0) continue;
+        const x = i * bw + gap / 2;
+        ctx.moveTo(x, zero); ctx.lineTo(x, zero - oh); ctx.lineTo(x + w, zero - oh); ctx.lineTo(x + w, zero);
+      }
+      ctx.strokeStyle = col.over; ctx.lineWidth = 2; ctx.stroke();
+    }
+    ctx.beginPath(); ctx.moveTo(0, zero); ctx.lineTo(W, zero);
+    ctx.strokeStyle = col.zero; ctx.lineWidth = 1; ctx.stroke();
+    ctx.font = col.font; ctx.fillStyle = col.tick;
+    ctx.textAlign = 'end';
+    ctx.fillText(fmt(m, 3), -4, 8);
+    ctx.fillText(this.signed ? fmt(-m, 3) : '0', -4, H);
+    if (k <= 24) {
+      ctx.textAlign = 'center';
+      for (let i = 0; i < k; i++) ctx.fillText(labels ? labels[i] : String(i), i * bw + bw / 2, H + 16);
+    }
   }
   // Calls f(i) when bar i is clicked (the radio buttons are the keyboard way).
   onPick(f) {
-    this.svg.style.cursor = 'pointer';
-    this.svg.addEventListener('click', ev => {
-      const box = this.svg.getBoundingClientRect();
+    this.c.style.cursor = 'pointer';
+    this.c.addEventListener('click', ev => {
+      const box = this.c.getBoundingClientRect();
       const x = (ev.clientX - box.left) / box.width * this.w - 40;
       const i = Math.floor(x / ((this.w - 50) / this.k));
       if (i >= 0 && i < this.k) f(i);
     });
-  }
-  rebuild(k, labels) {
-    this.g.replaceChildren();
-    this.k = k;
-    const W = this.w - 50, H = this.h, bw = W / k;
-    const zero = this.signed ? H / 2 : H;
-    this.pos = el('path', { class: `${this.cls} ${this.signed ? 'pos' : ''}` }, this.g);
-    this.neg = el('path', { class: `${this.cls} neg` }, this.g);
-    this.over = el('path', { class: 'overlay' }, this.g);
-    el('line', { x1: 0, x2: W, y1: zero, y2: zero, class: 'zero' }, this.g);
-    this.axisText = el('text', { x: -4, y: 8, class: 'tick', 'text-anchor': 'end' }, this.g);
-    this.axisText2 = el('text', { x: -4, y: H, class: 'tick', 'text-anchor': 'end' }, this.g);
-    if (k <= 24)
-      for (let i = 0; i < k; i++)
-        el('text', { x: (i * bw + bw / 2).toFixed(1), y: H + 16, class: 'tick', 'text-anchor': 'middle' }, this.g)
-          .textContent = labels ? labels[i] : String(i);
   }
 }
 
@@ -239,8 +274,9 @@ export class Plot {
   text(x, y, s, cls = 'note') { const t = el('text', { x: this.x(x) + 6, y: this.y(y) - 6, class: cls }, this.layer); t.textContent = s; return t; }
 }
 
-// Fills a <tbody> with rows of cells, reusing the row elements. rows: arrays
-// of values (numbers set through setNum, strings as text).
+// Fills a <tbody> with rows of cells, reusing the row elements; a cell is
+// written only when its value changed. rows: arrays of values (numbers set
+// through setNum, strings as text, {text, cls} objects).
 export function fillTable(tbody, rows, digits = 5) {
   while (tbody.rows.length > rows.length) tbody.deleteRow(-1);
   for (let i = 0; i < rows.length; i++) {
@@ -255,7 +291,8 @@ export function fillTable(tbody, rows, digits = 5) {
       if (typeof v === 'number' || v === 'inf' || v === '-inf') {
         if (c.dataset.value !== String(v)) setNum(c, v, digits);
       } else if (v && typeof v === 'object') {
-        c.textContent = v.text; c.className = v.cls || '';
+        if (c.textContent !== v.text) c.textContent = v.text;
+        if (c.className !== (v.cls || '')) c.className = v.cls || '';
       } else if (c.textContent !== String(v)) {
         c.textContent = v;
       }
@@ -265,25 +302,42 @@ export function fillTable(tbody, rows, digits = 5) {
 
 // A long table shows only the rows in view (plus a margin), so an update at
 // K = 1000 writes ~40 rows; scrolling draws the others from the same answer.
+// The scroll position and the view's height are read only where the browser
+// has just laid the page out (scroll event, ResizeObserver): read while an
+// answer is drawn, after the DOM writes, they would force a synchronous
+// layout of the whole page on every update.
 export class VirtualTable {
   constructor(scroller, tbody, rowHeight = 25) {
-    this.scroller = scroller; this.tbody = tbody; this.rh = rowHeight; this.rows = [];
+    this.scroller = scroller; this.tbody = tbody; this.rh = rowHeight;
+    this.n = 0; this.rowAt = null;
     this.top = tbody.parentElement.createTBody(); this.top.className = 'spacer';
     tbody.parentElement.insertBefore(this.top, tbody);
     this.topRow = this.top.insertRow().insertCell();
     this.bottom = tbody.parentElement.createTBody(); this.bottom.className = 'spacer';
     this.bottomRow = this.bottom.insertRow().insertCell();
-    scroller.addEventListener('scroll', () => this.draw());
+    this.scrollTop = 0; this.viewH = 400; this.pads = '';
+    scroller.addEventListener('scroll', () => { this.scrollTop = scroller.scrollTop; this.draw(); });
+    new ResizeObserver(() => { this.viewH = scroller.clientHeight || 400; this.draw(); }).observe(scroller);
   }
-  set(rows) { this.rows = rows; this.draw(); }
+  // n rows; rowAt(i) gives row i's cells (as fillTable takes them).
+  set(n, rowAt) { this.n = n; this.rowAt = rowAt; this.draw(); }
   draw() {
-    const n = this.rows.length, view = Math.ceil((this.scroller.clientHeight || 400) / this.rh);
-    const first = Math.max(0, Math.floor(this.scroller.scrollTop / this.rh) - 5);
+    if (!this.rowAt) return;
+    const n = this.n, view = Math.ceil(this.viewH / this.rh);
+    // Clamped to n: after K shrinks, the cached scrollTop is stale until
+    // the browser's clamped scroll event arrives.
+    const first = Math.max(0, Math.min(Math.floor(this.scrollTop / this.rh) - 5, n - view - 5));
     const last = Math.min(n, first + view + 10);
-    this.topRow.style.height = `${first * this.rh}px`;
-    this.bottomRow.style.height = `${(n - last) * this.rh}px`;
-    fillTable(this.tbody, this.rows.slice(first, last));
-    this.tbody.dataset.first = String(first);
+    const pads = `${first * this.rh} ${(n - last) * this.rh}`;
+    if (pads !== this.pads) {
+      this.pads = pads;
+      this.topRow.style.height = `${first * this.rh}px`;
+      this.bottomRow.style.height = `${(n - last) * this.rh}px`;
+    }
+    const rows = [];
+    for (let i = first; i < last; i++) rows.push(this.rowAt(i));
+    fillTable(this.tbody, rows);
+    if (this.tbody.dataset.first !== String(first)) this.tbody.dataset.first = String(first);
   }
 }
 

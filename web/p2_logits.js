@@ -24,13 +24,22 @@ export function initLogits(presets) {
   });
   const gradBars = new Bars($('logits-grad'), { signed: true, title: 'gradient q minus p, by sign', cls: 'bar grad' });
 
-  // One row per class: the logit slider, the target radio, the soft-target slider.
+  // One row per class: the logit slider, the target radio, the soft-target
+  // slider. Rows come in blocks of 50, each skipped by layout and paint while
+  // off screen (content-visibility): one block per 50 rows keeps the
+  // browser's per-frame visibility check at 20 boxes for K = 1000, not 1000.
   const box = $('logits-sliders');
+  const BLOCK = 50;
   let rows = [];
   function buildSliders() {
     box.replaceChildren();
+    let block;
     rows = state.z.map((z, i) => {
-      const row = html('div', { class: 'slider-row' }, box);
+      if (i % BLOCK === 0) {
+        block = html('div', { class: 'slider-block' }, box);
+        block.style.containIntrinsicSize = `auto ${Math.min(BLOCK, state.z.length - i) * 28}px`;
+      }
+      const row = html('div', { class: 'slider-row' }, block);
       html('label', { for: `z${i}` }, row, `z${i}`);
       const s = html('input', { id: `z${i}`, type: 'range', min: -10, max: 10, step: 0.1, 'aria-label': `logit of class ${i}` }, row);
       s.value = z;
@@ -94,6 +103,7 @@ export function initLogits(presets) {
   });
   onUnitChange(() => live.schedule());
 
+  const RAISE = { text: 'raise ↑', cls: 'neg' }, LOWER = { text: 'lower ↓', cls: 'pos' }, FLAT = { text: '—' };
   function render(r) {
     const k = r.k;
     qBars.update(r.probs, { max: 1, overlay: r.targets });
@@ -109,8 +119,8 @@ export function initLogits(presets) {
     $('logits-verdict').dataset.value = v.label;
     // The echo beside each slider; past 100 classes the table alone shows it.
     if (k <= 100) r.logits.forEach((z, i) => { if (rows[i]) setNum(rows[i].shown, z, 4); });
-    table.set(r.logits.map((z, i) => [i, z, r.probs[i], r.targets[i], r.loss_terms[i], r.grad[i],
-      r.grad[i] < 0 ? { text: 'raise ↑', cls: 'neg' } : r.grad[i] > 0 ? { text: 'lower ↓', cls: 'pos' } : { text: '—' }]));
+    table.set(k, i => [i, r.logits[i], r.probs[i], r.targets[i], r.loss_terms[i], r.grad[i],
+      r.grad[i] < 0 ? RAISE : r.grad[i] > 0 ? LOWER : FLAT]);
     section.dataset.k = String(k);
   }
   buildSliders();

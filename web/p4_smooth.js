@@ -26,9 +26,9 @@ export function initSmooth() {
     const col = html('div', { class: 'col', 'data-case': c.key }, $('smooth-cols'));
     html('h3', {}, col, c.title);
     html('div', { class: 'cap' }, col, 'target p');
-    const tb = new Bars(html('div', {}, col).appendChild(document.createElementNS('http://www.w3.org/2000/svg', 'svg')), { height: 80, title: `${c.title}: target` });
+    const tb = new Bars(html('canvas', {}, html('div', {}, col)), { height: 80, title: `${c.title}: target` });
     html('div', { class: 'cap' }, col, 'gradient q − p');
-    const gb = new Bars(html('div', {}, col).appendChild(document.createElementNS('http://www.w3.org/2000/svg', 'svg')), { height: 80, signed: true, cls: 'bar grad', title: `${c.title}: gradient` });
+    const gb = new Bars(html('canvas', {}, html('div', {}, col)), { height: 80, signed: true, cls: 'bar grad', title: `${c.title}: gradient` });
     const t = html('div', { class: 'totals small' }, col);
     const num = (label, cls) => { const s = html('span', {}, t, `${label} = `); return html('b', { class: `n ${cls}` }, s); };
     return { tb, gb, loss: num('loss', 'loss'), h: num('H(p)', 'entropy'), kl: num('KL(p‖q)', 'kl'), pt: num('p(target)', 'ptarget'), gt: num('∂/∂z_target', 'gtarget') };

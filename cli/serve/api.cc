@@ -3,6 +3,7 @@
 // command line can never disagree) or by libxent directly.
 #include "api.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -128,13 +129,23 @@ json parse_body(std::string_view body) {
   return j;
 }
 
-json explain(const json& r) {
+namespace {
+
+// A checked explain request: the options of `xent explain`, and whether the
+// per-class "rows" objects are replaced by the one column they add.
+struct ExplainRequest {
+  ExplainOptions o;
+  bool compact = false;
+};
+
+ExplainRequest parse_explain(const json& r) {
   if (!r.is_object()) bad("explain: the request must be a JSON object");
   check_fields(r,
                {"p", "q", "logits", "target", "smoothing", "smoothing_mode", "unit", "compare_mse",
                 "double_softmax", "preset", "compact"},
                "explain");
-  ExplainOptions o;
+  ExplainRequest e;
+  ExplainOptions& o = e.o;
   o.unit = unit_of(r);
   o.json = true;
   if (r.contains("p")) o.p = number_list(r, "p");
@@ -155,7 +166,7 @@ json explain(const json& r) {
     else bad("smoothing_mode: expected \"uniform\" or \"off-target\"");
     if (!o.smoothing) bad("smoothing_mode needs smoothing");
   }
-  const bool compact = flag(r, "compact");
+  e.compact = flag(r, "compact");
   o.compare_mse = flag(r, "compare_mse");
   o.double_softmax = flag(r, "double_softmax");
   if (r.contains("preset")) {
@@ -178,22 +189,104 @@ json explain(const json& r) {
     if (!o.p || !o.q) bad("give p and q (two distributions), or logits with a target");
     if (o.compare_mse || o.double_softmax) bad("compare_mse and double_softmax need logits");
   }
+  return e;
+}
+
+// The compact object from `xent explain --json`'s: the per-class "rows"
+// objects repeat the arrays logits/probs/targets/grad; only the loss terms
+// are new. At K = 1000 this halves the answer.
+json compact_json(json j) {
+  json terms = json::array();
+  for (const json& w : j["rows"]) terms.push_back(w["loss_term"]);
+  j.erase("rows");
+  j["loss_terms"] = std::move(terms);
+  return j;
+}
+
+// A double as JSON text the way `xent explain --json` means it (jnum in
+// cli/explain_output.cc): the shortest digits that round-trip (so the page
+// parses the very same double), 0 for ±0, the strings "inf"/"-inf".
+void append_number(std::string& out, double v) {
+  if (std::isinf(v)) {
+    out += v > 0 ? "\"inf\"" : "\"-inf\"";
+  } else if (std::isnan(v)) {
+    out += "\"nan\"";
+  } else if (v == 0) {
+    out += '0';
+  } else {
+    char buf[32];
+    const auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+    out.append(buf, end);
+  }
+}
+
+template <class Get>
+void append_column(std::string& out, const char* name, const std::vector<LogitsRow>& rows, Get get) {
+  out += ",\"";
+  out += name;
+  out += "\":[";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (i) out += ',';
+    append_number(out, get(rows[i]));
+  }
+  out += ']';
+}
+
+// The compact answer of a logits case as text, the same object as
+// compact_json(render_json(r)) but written straight from the K rows: the
+// slider loop of the page asks for it on every move, and building 5·K JSON
+// values (and K row objects) and printing them took most of the server's
+// ~2 ms at K = 1000. The other fields come from render_json itself (on the
+// result without its rows), so the two can't drift apart.
+std::string compact_text(LogitsResult r) {
+  const std::vector<LogitsRow> rows = std::move(r.rows);
+  r.rows.clear();
+  json head = render_json(r);
+  for (const char* f : {"k", "logits", "targets", "probs", "grad", "rows"}) head.erase(f);
+  std::string out = to_text(head);
+  out.pop_back();  // the closing brace; head is never empty ("case", "unit", ...)
+  out.reserve(out.size() + rows.size() * 5 * 24 + 128);
+  out += ",\"k\":" + std::to_string(rows.size());
+  append_column(out, "logits", rows, [](const LogitsRow& w) { return w.logit; });
+  append_column(out, "targets", rows, [](const LogitsRow& w) { return w.target; });
+  append_column(out, "probs", rows, [](const LogitsRow& w) { return w.prob; });
+  append_column(out, "grad", rows, [](const LogitsRow& w) { return w.grad; });
+  append_column(out, "loss_terms", rows, [](const LogitsRow& w) { return w.loss_term; });
+  out += '}';
+  return out;
+}
+
+}  // namespace
+
+std::string to_text(const json& j) {
+  // Invalid UTF-8 (say, in a field name echoed in an error) is replaced
+  // rather than thrown on.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+namespace {
+
+json explain_json(const ExplainRequest& e) {
   return computed([&] {
-    if (!o.logits) return render_json(explain_discrete(*o.p, *o.q, o.unit));
-    json j = render_json(explain_logits(o));
-    if (compact) {
-      // The per-class objects repeat the arrays logits/probs/targets/grad;
-      // only the loss terms are new. At K = 1000 this halves the answer.
-      json terms = json::array();
-      for (const json& w : j["rows"]) terms.push_back(w["loss_term"]);
-      j.erase("rows");
-      j["loss_terms"] = std::move(terms);
-    }
-    return j;
+    if (!e.o.logits) return render_json(explain_discrete(*e.o.p, *e.o.q, e.o.unit));
+    json j = render_json(explain_logits(e.o));
+    return e.compact ? compact_json(std::move(j)) : j;
   });
 }
 
-json batch(const json& r) {
+}  // namespace
+
+json explain(const json& r) { return explain_json(parse_explain(r)); }
+
+std::string explain_text(const json& r) {
+  const ExplainRequest e = parse_explain(r);
+  if (!e.o.logits || !e.compact) return to_text(explain_json(e));
+  LogitsResult result;
+  computed([&] { result = explain_logits(e.o); return json(); });
+  return compact_text(std::move(result));
+}
+
+std::string batch_text(const json& r) {
   check_fields(r, {"requests"}, "batch");
   if (!r.contains("requests") || !r["requests"].is_array()) bad("batch: expected \"requests\": [...]");
   const json& list = r["requests"];
@@ -202,15 +295,16 @@ json batch(const json& r) {
   const std::size_t total = request_classes(r);
   if (total > kMaxBatchClasses)
     bad(fmt::format("batch: {} classes in total; at most {} per batch", total, kMaxBatchClasses));
-  json results = json::array();
+  std::string out = "{\"results\":[";
   for (std::size_t i = 0; i < list.size(); ++i) {
+    if (i) out += ',';
     try {
-      results.push_back(explain(list[i]));
+      out += explain_text(list[i]);
     } catch (const ApiError& e) {
       throw ApiError(e.status(), fmt::format("requests[{}]: {}", i, e.what()));
     }
   }
-  return {{"results", results}};
+  return out + "]}";
 }
 
 json curve(const json& r) {

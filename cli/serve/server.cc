@@ -51,9 +51,7 @@ using json = nlohmann::json;
 // beyond a frame; on the loopback interface compression buys nothing.
 constexpr const char* kJson = "application/json; charset=utf-8";
 
-// Invalid UTF-8 (say, in an unknown field name echoed in an error) is
-// replaced rather than thrown on.
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) { return to_text(j); }
 
 void reply_error(httplib::Response& res, int status, const std::string& message) {
   res.status = status;
@@ -121,7 +119,7 @@ class WorkBudget {
 };
 WorkBudget g_budget;
 
-// One POST route of the JSON API.
+// One POST route of the JSON API; fn answers with the JSON text.
 template <class F>
 httplib::Server::Handler json_route(F fn) {
   return [fn](const httplib::Request& req, httplib::Response& res) {
@@ -133,7 +131,7 @@ httplib::Server::Handler json_route(F fn) {
       const std::size_t classes = std::min(request_classes(request), kMaxClasses);
       {
         const WorkBudget::Lease lease(g_budget, classes);
-        res.set_content(dump(fn(request)), kJson);
+        res.set_content(fn(request), kJson);
       }
       // glibc keeps freed memory in per-thread arenas; after a large answer
       // hand it back, or each of httplib's threads holds its own peak.
@@ -321,9 +319,9 @@ int run_server(const ServeOptions& opt) {
     return httplib::Server::HandlerResponse::Unhandled;
   });
 
-  svr.Post("/api/explain", json_route([](const json& r) { return explain(r); }));
-  svr.Post("/api/batch", json_route([](const json& r) { return batch(r); }));
-  svr.Post("/api/curve", json_route([](const json& r) { return curve(r); }));
+  svr.Post("/api/explain", json_route([](const json& r) { return explain_text(r); }));
+  svr.Post("/api/batch", json_route([](const json& r) { return batch_text(r); }));
+  svr.Post("/api/curve", json_route([](const json& r) { return to_text(curve(r)); }));
   svr.Post("/api/eval", eval_route);
   svr.Get("/api/presets", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(dump(presets()), kJson);

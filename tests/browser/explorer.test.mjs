@@ -202,34 +202,60 @@ try {
   await settled();
   const timings = await page.evaluate(async () => {
     const out = [];
-    const s = document.getElementById('z500');
+    const s = document.getElementById('z500'), panel = document.getElementById('logits');
     for (let i = 0; i < 40; i++) {
       const n = window.__xent.timings.length;
+      // Woken by the panel's data-busy going back to 0 (a MutationObserver,
+      // no polling: a timer waking the page every few ms would compete with
+      // the round trip it measures).
+      const done = new Promise(resolve => {
+        const mo = new MutationObserver(() => {
+          if (window.__xent.timings.length > n && !window.__xent.busy) { mo.disconnect(); resolve(); }
+        });
+        mo.observe(panel, { attributes: true, attributeFilter: ['data-busy'] });
+      });
       s.value = String(-5 + (i % 20) * 0.5);
       s.dispatchEvent(new Event('input'));
-      while (window.__xent.timings.length === n || window.__xent.busy) await new Promise(r => setTimeout(r, 1));
+      await done;
       out.push(window.__xent.timings[window.__xent.timings.length - 1]);
       await new Promise(r => requestAnimationFrame(() => r()));
     }
     return out;
   });
-  const med = key => timings.map(t => t[key]).sort((a, b) => a - b)[20];
-  const all = timings.map(t => t.ms).sort((a, b) => a - b);
-  const median = all[20], p90 = all[36], max = all[39];
-  console.log(`K = 1000 slider move → every number updated: median ${median.toFixed(2)} ms, p90 ${p90.toFixed(2)} ms, max ${max.toFixed(2)} ms (frame: 16.7 ms); medians of the parts: round trip ${med('fetch').toFixed(2)} (in the server ${med('server').toFixed(2)}), render ${med('render').toFixed(2)} ms`);
+  // Each part of the loop, median and p90 over the 40 moves: input event →
+  // request sent (wait), the round trip (fetch: request, the server's work,
+  // the answer parsed), of which the server's own work (parse, libxent,
+  // JSON; its Server-Timing header) and the rest (network: the browser's
+  // IPC and network stack, the loopback socket, parsing the answer), and
+  // drawing the answer (render).
+  for (const t of timings) t.network = t.fetch - t.server;
+  const pct = (key, q) => timings.map(t => t[key]).sort((a, b) => a - b)[Math.min(timings.length - 1, Math.floor(q * timings.length))];
+  const median = pct('ms', 0.5), p90 = pct('ms', 0.9), max = pct('ms', 1);
+  const part = key => `${key} ${pct(key, 0.5).toFixed(2)}/${pct(key, 0.9).toFixed(2)}`;
+  console.log(`K = 1000 slider move → every number updated: median ${median.toFixed(2)} ms, p90 ${p90.toFixed(2)} ms, max ${max.toFixed(2)} ms (frame: 16.7 ms); parts, median/p90 ms: ${['wait', 'fetch', 'server', 'network', 'render'].map(part).join(', ')}`);
   // The page's own work (drawing the answer) must fit in a frame. The whole
   // loop also holds the HTTP round trip, which on a loaded 2-core machine is
-  // several ms of scheduling: its bound is XENT_LATENCY_BUDGET_MS (default
-  // 3 frames; set 16.7 on an idle machine for the strict one-frame check).
+  // several ms of scheduling and grows with the load: without
+  // XENT_LATENCY_BUDGET_MS the median is held to 3 frames (50 ms), a bound a
+  // shared machine keeps; with it (16.7 for the issue's one-frame target)
+  // both the median and the p90 are held to the budget.
+  const strict = Boolean(process.env.XENT_LATENCY_BUDGET_MS);
   const budget = Number(process.env.XENT_LATENCY_BUDGET_MS || 50);
-  check(med('render') < 16.7, `median drawing time at K = 1000 within one frame: ${med('render').toFixed(2)} ms`);
-  check(median < budget, `median update at K = 1000 within ${budget} ms: ${median.toFixed(2)} ms`);
+  check(pct('render', 0.5) < 16.7, `median drawing time at K = 1000 within one frame: ${pct('render', 0.5).toFixed(2)} ms`);
+  check(median <= budget, `median update at K = 1000 within ${budget} ms: ${median.toFixed(2)} ms`);
+  if (strict) check(p90 <= budget, `p90 update at K = 1000 within ${budget} ms: ${p90.toFixed(2)} ms`);
   const top = await checkLogits('logits K = 1000');
   check(Number(top[0][0]) === 0, 'K = 1000: the table starts at class 0');
   await page.$eval('#logits-scroll', e => { e.scrollTop = e.scrollHeight; });
   await page.waitForFunction(() => Number(document.getElementById('logits-rows').dataset.first) > 900);
   const bottom = await checkLogits('logits K = 1000, scrolled to the end');
   check(Number(bottom[bottom.length - 1][0]) === 999, `K = 1000: the last row is class 999 (${bottom[bottom.length - 1][0]})`);
+  // Back to K = 5 with the table scrolled to its end: all 5 rows shown
+  // (the table's cached scroll position is stale until the browser clamps it).
+  await page.fill('#logits-k', '5');
+  await page.$eval('#logits-k', e => e.dispatchEvent(new Event('change')));
+  await settled();
+  await checkLogits('logits K = 5 after K = 1000 scrolled');
 
   // ----------------------------------------------------- panel 3: curves ---
   await page.$eval('#curve-p', e => { e.value = '0.15'; e.dispatchEvent(new Event('input')); });

@@ -154,6 +154,43 @@ class Values(unittest.TestCase):
         self.assertEqual(compact["loss_terms"], [r["loss_term"] for r in full["rows"]])
         self.assertNotIn("rows", compact)
 
+    def test_compact_text_equals_cli(self):
+        # The compact answer is written by its own serializer (api.cc,
+        # compact_text): every number must be the CLI's double, every field
+        # the CLI's field, for hard, soft, smoothed, masked and extra cases.
+        rng = random.Random(7)
+        z = [round(rng.uniform(-6, 6), 3) for _ in range(300)]
+        soft = [rng.random() for _ in z]
+        soft = [v / sum(soft) for v in soft]
+        zs = ",".join(map(repr, z))
+        cases = [
+            ({"target": 17}, ["--target", "17"]),
+            ({"target": 3, "unit": "bits"}, ["--target", "3", "--bits"]),
+            ({"p": soft}, ["--p", ",".join(map(repr, soft))]),
+            ({"target": 5, "smoothing": 0.1, "smoothing_mode": "off-target", "compare_mse": True,
+              "double_softmax": True},
+             ["--target", "5", "--smoothing", "0.1", "--smoothing-mode", "off-target",
+              "--compare-mse", "--double-softmax"]),
+        ]
+        for extra, args in cases:
+            status, compact = post("/api/explain", {"logits": z, "compact": True, **extra})
+            self.assertEqual(status, 200, compact)
+            want = cli_json("explain", "--logits", zs, *args, "--json")
+            want["loss_terms"] = [w["loss_term"] for w in want.pop("rows")]
+            self.assertEqual(compact, want, extra)
+        # A masked class: -inf logit, zero probability, "-inf" in the text.
+        status, compact = post("/api/explain", {"logits": [1, "-inf", 0.5], "target": 0, "compact": True})
+        want = cli_json("explain", "--logits", "1,-inf,0.5", "--target", "0", "--json")
+        want["loss_terms"] = [w["loss_term"] for w in want.pop("rows")]
+        self.assertEqual(compact, want)
+        self.assertEqual(compact["logits"][1], "-inf")
+        # The same through a batch.
+        status, j = post("/api/batch", {"requests": [{"logits": z, "target": 17, "compact": True},
+                                                     {"p": [0.5, 0.5], "q": [0.9, 0.1]}]})
+        self.assertEqual(status, 200, j)
+        self.assertEqual(j["results"][1], cli_json("explain", "--p", "0.5,0.5", "--q", "0.9,0.1", "--json"))
+        self.assertEqual(j["results"][0]["loss"], cli_json("explain", "--logits", zs, "--target", "17", "--json")["loss"])
+
     def test_curve_closed_forms(self):
         status, j = post("/api/curve", {"p": 0.2, "samples": 11, "unit": "bits"})
         self.assertEqual(status, 200)
