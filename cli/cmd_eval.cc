@@ -6,6 +6,9 @@
 
 #include "common.h"
 #include "npy.h"
+#ifdef XENT_CLI_MPI
+#include "eval_mpi.h"
+#endif
 
 namespace xent::cli {
 
@@ -40,23 +43,33 @@ CLI::App* add_eval_command(CLI::App& app, EvalArgs& a) {
   xent eval --logits lm.npy --targets tokens.npy --ignore-index -100 --label-smoothing 0.1
 
 A malformed, truncated or mismatched file is one line 'xent: error: FILE: problem'
-and exit code 2.)");
+and exit code 2.
+
+Under MPI (builds with MPI): mpirun -np K xent eval ... splits the rows across
+K processes and prints exactly what one process prints (docs/mpi.md).)");
   return cmd;
 }
 
 int run_eval_command(EvalArgs a) {
   a.options.smoothing_mode = a.smoothing_mode == "off-target" ? Smoothing::kOffTarget : Smoothing::kUniform;
   a.options.json = a.format == "json";
+  auto print = [&a](const nlohmann::json& result) {
+    if (a.options.json)
+      std::cout << result.dump(2) << "\n";
+    else
+      std::cout << render_eval_text(result, a.options.top_classes);
+  };
+#ifdef XENT_CLI_MPI
+  // Under mpirun: rows split across the ranks, rank 0 prints (issue 9).
+  if (launched_by_mpi()) return run_eval_mpi(a.options, print);
+#endif
   nlohmann::json result;
   try {
     result = evaluate(a.options);
   } catch (const NpyError& e) {
     throw UsageError(e.what());
   }
-  if (a.options.json)
-    std::cout << result.dump(2) << "\n";
-  else
-    std::cout << render_eval_text(result, a.options.top_classes);
+  print(result);
   return kExitOk;
 }
 

@@ -55,8 +55,9 @@ struct Input {
   std::vector<double> owned;
 
   const unsigned char* row_ptr(std::int64_t r) const {
+    if (npy) return npy->row_data(r);  // a whole map, or the rows of this slice
     const auto off = static_cast<std::size_t>(r) * static_cast<std::size_t>(cols) * NpyTypeSize(type);
-    return (npy ? npy->data() : reinterpret_cast<const unsigned char*>(owned.data())) + off;
+    return reinterpret_cast<const unsigned char*>(owned.data()) + off;
   }
   double at(std::int64_t r, std::int64_t c) const {
     const unsigned char* p = row_ptr(r) + static_cast<std::size_t>(c) * NpyTypeSize(type);
@@ -119,16 +120,24 @@ Input read_csv(const std::string& path) {
   return in;
 }
 
-Input open_input(const std::string& path) {
+// A .npy input mapped whole (one process) or only rows [begin, end) (one
+// slice of `mpirun xent eval`); a CSV is read whole either way.
+Input open_input(const std::string& path, bool sliced, std::int64_t begin, std::int64_t end) {
   if (ends_with(path, ".csv") || ends_with(path, ".txt")) return read_csv(path);
   Input in;
   in.name = path;
-  in.npy = std::make_unique<NpyFile>(path);
+  in.npy = sliced ? std::make_unique<NpyFile>(path, begin, end) : std::make_unique<NpyFile>(path);
   in.type = in.npy->header().type;
   in.rows = in.npy->rows();
   in.cols = in.npy->cols();
   in.dims = static_cast<std::int64_t>(in.npy->header().shape.size());
   return in;
+}
+
+// The number of rows of an input, from its header alone.
+std::int64_t count_rows(const std::string& path) {
+  if (ends_with(path, ".csv") || ends_with(path, ".txt")) return read_csv(path).rows;
+  return NpyFile(path, 0, 0).rows();
 }
 
 struct RowStat {
@@ -145,20 +154,53 @@ struct ClassStat {
 
 }  // namespace
 
-nlohmann::json evaluate(const EvalOptions& opt) {
+std::int64_t split_begin(std::int64_t n, int part, int parts) {
+  // p·N/parts without overflow for any realistic N (N < 2^63 / parts).
+  return n / parts * part + n % parts * part / parts;
+}
+
+// ------------------------------------------------------------ RowEvaluator --
+
+struct RowEvaluator::Impl {
+  EvalOptions opt;
+  bool from_probs = false, soft = false;
+  Input pred, tgt;
+  std::int64_t n = 0, v = 0, begin = 0, end = 0;
+  std::vector<std::int64_t> index_targets;  // rows [begin, end)
+};
+
+RowEvaluator::RowEvaluator(const EvalOptions& opt, int part, int parts)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.opt = opt;
   if (opt.logits.empty() == opt.probs.empty())
     throw UsageError("give exactly one of --logits and --probs");
   if (opt.targets.empty()) throw UsageError("--targets is required");
   if (opt.bins < 1) throw UsageError("--bins must be >= 1");
-  const bool from_probs = !opt.probs.empty();
-  const Input pred = open_input(from_probs ? opt.probs : opt.logits);
-  const Input tgt = open_input(opt.targets);
+  s.from_probs = !opt.probs.empty();
+  const std::string& pred_path = s.from_probs ? opt.probs : opt.logits;
+  const bool sliced = parts > 1;
+  std::int64_t b = 0, e = 0;
+  if (sliced) {
+    const std::int64_t total = count_rows(pred_path);
+    b = split_begin(total, part, parts);
+    e = split_begin(total, part + 1, parts);
+  }
+  s.pred = open_input(pred_path, sliced, b, e);
+  s.tgt = open_input(opt.targets, sliced, b, e);
+  const Input& pred = s.pred;
+  const Input& tgt = s.tgt;
   if (!pred.is_float()) throw NpyError(pred.name + ": " + NpyTypeName(pred.type) + " data; expected float16/32/64");
   if (pred.dims != 2 && !(pred.dims == 1 && pred.npy == nullptr))
     throw NpyError(pred.name + ": expected a 2-D array N×V");
   const std::int64_t n = pred.rows, v = pred.cols;
+  s.n = n;
+  s.v = v;
+  s.begin = sliced ? b : 0;
+  s.end = sliced ? e : n;
   if (v < 1) throw NpyError(pred.name + ": V = 0 classes");
   const bool soft = tgt.dims == 2 && tgt.cols > 1;
+  s.soft = soft;
   if (soft) {
     if (!tgt.is_float()) throw NpyError(tgt.name + ": 2-D targets must be float soft targets");
     if (tgt.rows != n || tgt.cols != v)
@@ -174,43 +216,61 @@ nlohmann::json evaluate(const EvalOptions& opt) {
 
   // Integer targets as int64, checked (library errors name the row too, but
   // the probability path has no kernel to check them).
-  std::vector<std::int64_t> index_targets;
   if (!soft) {
-    index_targets.resize(static_cast<std::size_t>(n));
-    for (std::int64_t r = 0; r < n; ++r) {
+    s.index_targets.resize(static_cast<std::size_t>(s.end - s.begin));
+    for (std::int64_t r = s.begin; r < s.end; ++r) {
       const double t = tgt.at(r, 0);
       if (t != std::floor(t)) throw NpyError(fmt::format("{}: target of row {} is {}, not an integer", tgt.name, r, t));
       const auto ti = static_cast<std::int64_t>(t);
       if (ti != opt.ignore_index && (ti < 0 || ti >= v))
         throw NpyError(fmt::format("{}: target of row {} is {}, outside [0, {})", tgt.name, r, ti, v));
-      index_targets[static_cast<std::size_t>(r)] = ti;
+      s.index_targets[static_cast<std::size_t>(r - s.begin)] = ti;
     }
   }
+}
 
+RowEvaluator::~RowEvaluator() = default;
+std::int64_t RowEvaluator::rows() const { return impl_->n; }
+std::int64_t RowEvaluator::classes() const { return impl_->v; }
+std::int64_t RowEvaluator::begin() const { return impl_->begin; }
+std::int64_t RowEvaluator::end() const { return impl_->end; }
+
+nlohmann::json RowEvaluator::inputs() const {
+  const Impl& s = *impl_;
+  return {{s.from_probs ? "probs" : "logits", s.pred.name}, {"targets", s.tgt.name},
+          {"rows", s.n}, {"classes", s.v}, {"dtype", s.pred.npy ? NpyTypeName(s.pred.type) : "csv"},
+          {"soft_targets", s.soft}};
+}
+
+void RowEvaluator::run(const std::function<void(std::span<const EvalRow>)>& sink) {
+  const Impl& s = *impl_;
+  const EvalOptions& opt = s.opt;
+  const Input& pred = s.pred;
+  const Input& tgt = s.tgt;
+  const bool from_probs = s.from_probs, soft = s.soft;
+  const std::int64_t v = s.v;
   const std::int64_t chunk = opt.chunk_rows > 0
       ? opt.chunk_rows
       : std::max<std::int64_t>(1, (64ll << 20) / std::max<std::int64_t>(1, v * 4));
-  Calibration calib(opt.bins);
-  std::vector<ClassStat> classes(static_cast<std::size_t>(v));
-  std::priority_queue<RowStat> worst;
-  double loss_sum = 0, nll_sum = 0, brier_sum = 0, weight = 0;
-  std::int64_t counted = 0, correct = 0, correct5 = 0, ignored = 0;
   std::vector<float> row_loss, row_nll, row_lse;
+  std::vector<EvalRow> out_rows;
   std::vector<double> q(static_cast<std::size_t>(v));
-  ProgressBar bar("xent eval", n);
-  const bool show_progress = opt.progress && n * v >= (64ll << 20);
+  const std::int64_t local = s.end - s.begin;
+  ProgressBar bar("xent eval", local);
+  const bool show_progress = opt.progress && local * v >= (64ll << 20);
 
-  for (std::int64_t r0 = 0; r0 < n; r0 += chunk) {
-    const std::int64_t rows = std::min(chunk, n - r0);
+  for (std::int64_t r0 = s.begin; r0 < s.end; r0 += chunk) {
+    const std::int64_t rows = std::min(chunk, s.end - r0);
     row_loss.assign(static_cast<std::size_t>(rows), 0.f);
     row_nll.assign(static_cast<std::size_t>(rows), 0.f);
     row_lse.assign(static_cast<std::size_t>(rows), 0.f);
+    out_rows.clear();
     if (!from_probs) {
       CrossEntropyOptions o;
       o.reduction = Reduction::kNone;
       o.ignore_index = opt.ignore_index;
       const Targets t = soft ? Targets::Soft(tgt.view(r0, rows))
-                             : Targets::Index(index_targets.data() + r0);
+                             : Targets::Index(s.index_targets.data() + (r0 - s.begin));
       CrossEntropyOutputs out;
       out.row_loss = row_nll.data();
       out.row_lse = row_lse.data();
@@ -227,23 +287,23 @@ nlohmann::json evaluate(const EvalOptions& opt) {
     }
     for (std::int64_t i = 0; i < rows; ++i) {
       const std::int64_t r = r0 + i;
-      const std::int64_t t = soft ? -1 : index_targets[static_cast<std::size_t>(r)];
+      const std::int64_t t = soft ? -1 : s.index_targets[static_cast<std::size_t>(r - s.begin)];
       if (!soft && t == opt.ignore_index) {
-        ++ignored;
+        out_rows.push_back(EvalRow{0, 0, 0, 0, 0, r, t, 0, 1, 0});
         continue;
       }
       // The predicted distribution of the row, in double.
       if (from_probs) {
-        double s = 0;
+        double sum = 0;
         for (std::int64_t c = 0; c < v; ++c) {
           const double p = pred.at(r, c);
           if (!(p >= 0 && p <= 1))
             throw NpyError(fmt::format("{}: row {} column {} is {}, not a probability", pred.name, r, c, p));
           q[static_cast<std::size_t>(c)] = p;
-          s += p;
+          sum += p;
         }
-        if (std::fabs(s - 1) > 1e-3)
-          throw NpyError(fmt::format("{}: row {} sums to {}, not 1 (tolerance 1e-3); pass logits with --logits instead", pred.name, r, s));
+        if (std::fabs(sum - 1) > 1e-3)
+          throw NpyError(fmt::format("{}: row {} sums to {}, not 1 (tolerance 1e-3); pass logits with --logits instead", pred.name, r, sum));
       } else {
         const double lse = row_lse[static_cast<std::size_t>(i)];
         for (std::int64_t c = 0; c < v; ++c) q[static_cast<std::size_t>(c)] = std::exp(pred.at(r, c) - lse);
@@ -297,50 +357,84 @@ nlohmann::json evaluate(const EvalOptions& opt) {
         const double y = soft ? tgt.at(r, c) : (c == label ? 1.0 : 0.0);
         brier += (qc - y) * (qc - y);
       }
-      const bool ok = predicted == label;
-      ++counted;
-      correct += ok;
-      correct5 += above < 5;
-      loss_sum += loss;
-      nll_sum += nll;
-      brier_sum += brier;
-      calib.add(q[static_cast<std::size_t>(predicted)], ok);
-      auto& cs = classes[static_cast<std::size_t>(label)];
-      ++cs.count;
-      cs.correct += ok;
-      cs.nll += nll;
-      worst.push({loss, r, label, predicted, q_label});
-      if (static_cast<int>(worst.size()) > opt.top_rows) worst.pop();
+      out_rows.push_back(EvalRow{loss, nll, brier, q[static_cast<std::size_t>(predicted)], q_label,
+                                 r, label, predicted, 0, above < 5 ? 1 : 0});
     }
+    sink(out_rows);
     if (pred.npy) pred.npy->release_before(r0 + rows);
-    if (show_progress) bar.update(r0 + rows);
+    if (show_progress) bar.update(r0 + rows - s.begin);
   }
   bar.finish();
-  (void)weight;
+}
 
+// --------------------------------------------------------- EvalAccumulator --
+
+struct EvalAccumulator::Impl {
+  EvalOptions opt;
+  Calibration calib;
+  std::vector<ClassStat> classes;
+  std::priority_queue<RowStat> worst;
+  double loss_sum = 0, nll_sum = 0, brier_sum = 0;
+  std::int64_t counted = 0, correct = 0, correct5 = 0, ignored = 0;
+  Impl(const EvalOptions& o, std::int64_t v) : opt(o), calib(o.bins), classes(static_cast<std::size_t>(v)) {}
+};
+
+EvalAccumulator::EvalAccumulator(const EvalOptions& options, std::int64_t classes)
+    : impl_(std::make_unique<Impl>(options, classes)) {}
+EvalAccumulator::~EvalAccumulator() = default;
+
+void EvalAccumulator::add(std::span<const EvalRow> rows) {
+  Impl& s = *impl_;
+  for (const EvalRow& e : rows) {
+    if (e.ignored) {
+      ++s.ignored;
+      continue;
+    }
+    const bool ok = e.predicted == e.label;
+    ++s.counted;
+    s.correct += ok;
+    s.correct5 += e.top5;
+    s.loss_sum += e.loss;
+    s.nll_sum += e.nll;
+    s.brier_sum += e.brier;
+    s.calib.add(e.confidence, ok);
+    auto& cs = s.classes[static_cast<std::size_t>(e.label)];
+    ++cs.count;
+    cs.correct += ok;
+    cs.nll += e.nll;
+    s.worst.push({e.loss, e.row, e.label, e.predicted, e.p_target});
+    if (static_cast<int>(s.worst.size()) > s.opt.top_rows) s.worst.pop();
+  }
+}
+
+nlohmann::json EvalAccumulator::result(nlohmann::json inputs) const {
+  const Impl& s = *impl_;
+  const EvalOptions& opt = s.opt;
+  const Calibration& calib = s.calib;
+  const auto& classes = s.classes;
+  const std::int64_t v = static_cast<std::int64_t>(classes.size());
+  const std::int64_t counted = s.counted;
   using nlohmann::json;
   json j;
-  j["inputs"] = {{from_probs ? "probs" : "logits", pred.name}, {"targets", tgt.name},
-                 {"rows", n}, {"classes", v}, {"dtype", pred.npy ? NpyTypeName(pred.type) : "csv"},
-                 {"soft_targets", soft}};
+  j["inputs"] = std::move(inputs);
   j["rows_evaluated"] = counted;
-  j["rows_ignored"] = ignored;
+  j["rows_ignored"] = s.ignored;
   const double cnt = static_cast<double>(counted);
   auto num = [](double x) { return std::isfinite(x) ? json(x) : json(x > 0 ? "inf" : "nan"); };
   if (counted == 0) {
     j["loss_nats"] = nullptr;
   } else {
-    const double mean_nll = nll_sum / cnt;
+    const double mean_nll = s.nll_sum / cnt;
     j["loss_nats"] = num(mean_nll);
     j["loss_bits"] = num(mean_nll / kLn2);
     j["perplexity"] = num(std::exp(mean_nll));
     if (opt.label_smoothing > 0) {
-      j["smoothed_loss_nats"] = num(loss_sum / cnt);
+      j["smoothed_loss_nats"] = num(s.loss_sum / cnt);
       j["label_smoothing"] = {{"epsilon", opt.label_smoothing}, {"mode", SmoothingName(opt.smoothing_mode)}};
     }
-    j["accuracy"] = correct / cnt;
-    j["top5_accuracy"] = correct5 / cnt;
-    j["brier"] = brier_sum / cnt;
+    j["accuracy"] = s.correct / cnt;
+    j["top5_accuracy"] = s.correct5 / cnt;
+    j["brier"] = s.brier_sum / cnt;
     j["ece"] = calib.ece();
   }
   j["reliability"] = json::array();
@@ -370,13 +464,21 @@ nlohmann::json evaluate(const EvalOptions& opt) {
                               {"accuracy", static_cast<double>(cs.correct) / static_cast<double>(cs.count)}});
   }
   std::vector<RowStat> top;
+  auto worst = s.worst;  // a copy: result() is const
   while (!worst.empty()) { top.push_back(worst.top()); worst.pop(); }
   std::reverse(top.begin(), top.end());
   j["highest_loss_rows"] = json::array();
-  for (const auto& s : top)
-    j["highest_loss_rows"].push_back({{"row", s.row}, {"target", s.target}, {"loss_nats", num(s.loss)},
-                                      {"predicted", s.predicted}, {"p_target", s.p_target}});
+  for (const auto& w : top)
+    j["highest_loss_rows"].push_back({{"row", w.row}, {"target", w.target}, {"loss_nats", num(w.loss)},
+                                      {"predicted", w.predicted}, {"p_target", w.p_target}});
   return j;
+}
+
+nlohmann::json evaluate(const EvalOptions& options) {
+  RowEvaluator rows(options);
+  EvalAccumulator acc(options, rows.classes());
+  rows.run([&](std::span<const EvalRow> chunk) { acc.add(chunk); });
+  return acc.result(rows.inputs());
 }
 
 std::string render_eval_text(const nlohmann::json& j, int top_classes) {

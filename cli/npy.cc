@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -201,6 +202,62 @@ NpyFile::NpyFile(const std::string& path) : path_(path) {
     ::munmap(const_cast<unsigned char*>(base_), size_);
     throw;
   }
+  first_ = base_ + header_.data_offset;
+}
+
+NpyFile::NpyFile(const std::string& path, std::int64_t row_begin, std::int64_t row_end)
+    : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) bad(path, std::string("cannot open: ") + std::strerror(errno));
+  // The fd is closed on every path out of here.
+  struct Closer { int fd; ~Closer() { ::close(fd); } } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) bad(path, "not a regular file");
+  const auto file_size = static_cast<std::size_t>(st.st_size);
+  if (file_size == 0) bad(path, "empty file");
+  // The header: the 12-byte prefix tells its length; read exactly that much
+  // (or the whole file if shorter, so the parser reports the truncation).
+  auto read_prefix = [&](std::size_t want) {
+    std::vector<unsigned char> buf(std::min(want, file_size));
+    std::size_t got = 0;
+    while (got < buf.size()) {
+      const ssize_t k = ::pread(fd, buf.data() + got, buf.size() - got, static_cast<off_t>(got));
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) bad(path, std::string("cannot read: ") + std::strerror(k < 0 ? errno : EIO));
+      got += static_cast<std::size_t>(k);
+    }
+    return buf;
+  };
+  std::vector<unsigned char> head = read_prefix(12);
+  std::size_t announced = 12;
+  if (head.size() >= 10) {
+    const int major = head[6];
+    const std::size_t len8 = head[8] | (std::size_t(head[9]) << 8);
+    announced = major == 1 ? 10 + len8
+              : head.size() >= 12 ? 12 + (len8 | (std::size_t(head[10]) << 16) | (std::size_t(head[11]) << 24))
+                                  : 12;
+  }
+  if (announced > head.size()) head = read_prefix(announced);
+  header_ = parse_npy_header(head.data(), head.size(), file_size, path);
+
+  const std::int64_t rows = header_.shape[0];
+  row_begin = std::clamp<std::int64_t>(row_begin, 0, rows);
+  row_end = std::clamp<std::int64_t>(row_end, row_begin, rows);
+  first_row_ = row_begin;
+  const std::size_t begin = header_.data_offset + static_cast<std::size_t>(row_begin) * row_bytes();
+  const std::size_t end = header_.data_offset + static_cast<std::size_t>(row_end) * row_bytes();
+  if (end == begin) return;  // no rows here: nothing mapped
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t start = begin / page * page;
+  size_ = end - start;
+  void* m = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(start));
+  if (m == MAP_FAILED) {
+    size_ = 0;
+    bad(path, std::string("cannot map: ") + std::strerror(errno));
+  }
+  base_ = static_cast<const unsigned char*>(m);
+  ::madvise(m, size_, MADV_SEQUENTIAL);
+  first_ = base_ + (begin - start);
 }
 
 NpyFile::~NpyFile() {
@@ -208,9 +265,9 @@ NpyFile::~NpyFile() {
 }
 
 void NpyFile::release_before(std::int64_t row) const {
-  const std::size_t bytes = header_.data_offset + static_cast<std::size_t>(row) *
-                                                      static_cast<std::size_t>(cols()) *
-                                                      NpyTypeSize(header_.type);
+  if (!base_ || row <= first_row_) return;
+  const std::size_t bytes = static_cast<std::size_t>(first_ - base_) +
+                            static_cast<std::size_t>(row - first_row_) * row_bytes();
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   const std::size_t len = bytes / page * page;
   if (len) ::madvise(const_cast<unsigned char*>(base_), len, MADV_DONTNEED);

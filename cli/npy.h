@@ -42,6 +42,11 @@ NpyHeader parse_npy_header(const unsigned char* bytes, std::size_t size,
 class NpyFile {
  public:
   explicit NpyFile(const std::string& path);
+  // Maps only the bytes of rows [row_begin, row_end) (clamped to the array),
+  // for a process that evaluates one slice of the rows (`mpirun xent eval`):
+  // the header is read with pread, so no rank touches another rank's pages.
+  // An empty range maps nothing. Errors as above.
+  NpyFile(const std::string& path, std::int64_t row_begin, std::int64_t row_end);
   ~NpyFile();
   NpyFile(const NpyFile&) = delete;
   NpyFile& operator=(const NpyFile&) = delete;
@@ -50,14 +55,22 @@ class NpyFile {
   const NpyHeader& header() const { return header_; }
   std::int64_t rows() const { return header_.shape[0]; }
   std::int64_t cols() const { return header_.shape.size() > 1 ? header_.shape[1] : 1; }
+  // The data of row 0 (whole-file maps only).
   const unsigned char* data() const { return base_ + header_.data_offset; }
-  // Tells the kernel we are done with rows [0, row) so their pages can go.
+  // The data of row r, for r in the mapped rows.
+  const unsigned char* row_data(std::int64_t r) const {
+    return first_ + static_cast<std::size_t>(r - first_row_) * row_bytes();
+  }
+  std::size_t row_bytes() const { return static_cast<std::size_t>(cols()) * NpyTypeSize(header_.type); }
+  // Tells the kernel we are done with rows [first mapped row, row) so their pages can go.
   void release_before(std::int64_t row) const;
 
  private:
   std::string path_;
-  const unsigned char* base_ = nullptr;
-  std::size_t size_ = 0;
+  const unsigned char* base_ = nullptr;  // the mapping (page-aligned)
+  std::size_t size_ = 0;                 // its length
+  const unsigned char* first_ = nullptr; // the data of row first_row_
+  std::int64_t first_row_ = 0;
   NpyHeader header_;
 };
 

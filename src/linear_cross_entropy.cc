@@ -13,6 +13,7 @@
 // The matrix products are OpenBLAS sgemm calls made from the serial part of
 // the code; the per-row softmax work is our own OpenMP loop in between.
 #include "xent/linear_cross_entropy.h"
+#include "linear_cross_entropy_sharded.h"
 
 #include <omp.h>
 
@@ -257,12 +258,12 @@ void check_options(const LinearCrossEntropyOptions& lo, std::int64_t V) {
              " needs algorithm vocab-tiled (token-chunked computes every block anyway)");
   if (lo.grad_filter > 0 && o.focal_gamma > 0)
     fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": grad_filter and focal_gamma cannot be combined");
-  if (lo.vocab_offset != 0 || (lo.vocab_total != 0 && lo.vocab_total != V) ||
-      lo.communicator != nullptr)
+  // (With options.communicator, linear_cross_entropy_sharded runs instead.)
+  if (lo.vocab_offset != 0 || (lo.vocab_total != 0 && lo.vocab_total != V))
     fail(ErrorCode::kInvalidArgument,
          std::string(kFn) + ": a vocabulary shard (vocab_offset = " + str(lo.vocab_offset) +
              ", vocab_total = " + str(lo.vocab_total) + ", V = " + str(V) +
-             ") or a communicator is not supported yet (issue 9)");
+             ") needs options.communicator (issue 9)");
 }
 
 // ------------------------------------------------------------ the plan
@@ -807,6 +808,9 @@ LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden, const Ma
                                               const float* bias, const Targets& targets,
                                               const LinearCrossEntropyOptions& options,
                                               const LinearCrossEntropyOutputs& outputs) {
+  // Issue 9: a weight sharded by vocabulary rows across the communicator's ranks.
+  if (options.communicator)
+    return detail::linear_cross_entropy_sharded(hidden, weight, bias, targets, options, outputs);
   const Plan pl = make_plan(hidden, weight, bias, targets, options, outputs);
   Algo algo = options.algorithm;
   if (algo == Algo::kAuto) {

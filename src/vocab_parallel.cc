@@ -17,6 +17,8 @@
 //   dCE/dz_j = (C·q_j − w_j·t'_j)·dz_j/dx_j,  C = Σ_c w_c t'_c = a·w_y + b·W,
 //   z-loss c·lse²:  d/dz_j = 2c·lse·q_j.
 // Reductions and empty means follow xent::cross_entropy_loss exactly.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "validate.h"
+#include "vocab_parallel_internal.h"
 #include "xent/vocab_parallel.h"
 
 namespace xent {
@@ -90,11 +93,9 @@ void validate_local(const MatrixView& x, std::int64_t offset, std::int64_t V,
     bad(ErrorCode::kInvalidArgument, "options.z_loss = " + num(o.z_loss) + " (must be >= 0)");
   if (!std::isfinite(o.grad_scale))
     bad(ErrorCode::kInvalidArgument, "options.grad_scale = " + num(o.grad_scale) + " (must be finite)");
-  if (o.focal_gamma != 0)
+  if (!(o.focal_gamma >= 0) || !std::isfinite(o.focal_gamma))
     bad(ErrorCode::kInvalidArgument, "options.focal_gamma = " + num(o.focal_gamma) +
-                                         " is not supported yet (must be 0)");
-  if (o.compute_accuracy)
-    bad(ErrorCode::kInvalidArgument, "options.compute_accuracy is not supported yet");
+                                         " (must be finite and >= 0)");
   if (o.class_weight)
     for (std::int64_t c = 0; c < V; ++c)
       if (!(o.class_weight[c] >= 0) || !std::isfinite(o.class_weight[c]))
@@ -140,6 +141,17 @@ CrossEntropyResult vocab_parallel_cross_entropy(const MatrixView& x, std::int64_
                                                 std::int64_t V, const Targets& targets,
                                                 const CrossEntropyOptions& o, Communicator& comm,
                                                 const VocabParallelOutputs& out) {
+  return detail::vocab_parallel_cross_entropy_scaled(x, offset, V, targets, o, comm, out, nullptr);
+}
+
+namespace detail {
+
+CrossEntropyResult vocab_parallel_cross_entropy_scaled(const MatrixView& x, std::int64_t offset,
+                                                       std::int64_t V, const Targets& targets,
+                                                       const CrossEntropyOptions& o,
+                                                       Communicator& comm,
+                                                       const VocabParallelOutputs& out,
+                                                       const GradScales* scales) {
   // 0. Local checks, then one agreement, so that no rank enters a collective
   //    that another rank will never reach.
   {
@@ -177,29 +189,46 @@ CrossEntropyResult vocab_parallel_cross_entropy(const MatrixView& x, std::int64_
 
   // 1. Row maxima. An ignored row with NaN / +inf sends +inf: its lse is then
   //    reported as NaN (such rows are not inspected, as in the fused loss).
-  std::vector<double> m(N, -kInf);
+  //    With compute_accuracy the same collective carries the raw maxima too
+  //    (m[N + r]): the argmax is taken on the raw logits, as the fused loss.
+  const bool acc = o.compute_accuracy;
+  std::vector<double> m((acc ? 2 : 1) * N, -kInf);
+  // The O(N·V_r) passes (1, 2, 5) split rows over threads: each row is one
+  // thread's, in the same order, so the results do not depend on the count.
+  const int nt = o.num_threads > 0 ? o.num_threads : omp_get_max_threads();
+  const int ntp = N * Vr < (std::int64_t{1} << 16) ? 1 : nt;
+#pragma omp parallel for num_threads(ntp) schedule(static)
   for (std::int64_t r = 0; r < N; ++r)
     for (std::int64_t c = 0; c < Vr; ++c) {
       const double v = load(x, r, c);
       const double z = std::isnan(v) ? kInf : transform(v);
       m[r] = std::max(m[r], z);
+      if (acc) m[N + r] = std::max(m[N + r], std::isnan(v) ? kInf : v);
     }
   comm.allreduce_max(m.data(), m.size());
 
   // 2. Per-row sums, in one collective: [Σ exp(z − m), z_target, Σ w (m − z)]
   //    (the last only with smoothing), plus this rank's V_r (last element) so
   //    that every rank checks that the shards tile the vocabulary.
-  const std::size_t K = b > 0 ? 3 : 2;
+  //    With compute_accuracy two more: [the target's raw logit is the raw
+  //    max (owner only), count of classes j < target at the raw max]; the
+  //    row is correct iff 1 and 0 (argmax = first index of the maximum).
+  const std::size_t K0 = b > 0 ? 3 : 2, K = acc ? K0 + 2 : K0;
   std::vector<double> sums(K * N + 1, 0.0);
+#pragma omp parallel for num_threads(ntp) schedule(static)
   for (std::int64_t r = 0; r < N; ++r) {
     if (!std::isfinite(m[r])) continue;  // all -inf, or an ignored non-finite row
     const std::int64_t y = target_of(targets, r);
     double* s = &sums[K * r];
     for (std::int64_t c = 0; c < Vr; ++c) {
-      const double z = transform(load(x, r, c));
+      const double v = load(x, r, c), z = transform(v);
       s[0] += std::exp(z - m[r]);
       if (offset + c == y) s[1] = z;  // the owner's contribution; 0 elsewhere
-      if (K == 3 && weight(offset + c) != 0) s[2] += weight(offset + c) * (m[r] - z);
+      if (K0 == 3 && weight(offset + c) != 0) s[2] += weight(offset + c) * (m[r] - z);
+      if (acc && v == m[N + r]) {
+        if (offset + c == y) s[K0] = 1;
+        else if (offset + c < y) s[K0 + 1] += 1;
+      }
     }
   }
   sums[K * N] = double(Vr);
@@ -231,12 +260,50 @@ CrossEntropyResult vocab_parallel_cross_entropy(const MatrixView& x, std::int64_
     res.weight_sum += wy;
     double row = 0;
     if (a * wy != 0) row += a * wy * (lse[r] - s[1]);
-    if (K == 3) row += b * (W * std::log(s[0]) + s[2]);
+    if (K0 == 3) row += b * (W * std::log(s[0]) + s[2]);
+    if (acc && s[K0] == 1 && s[K0 + 1] == 0) ++res.correct;
     ce[r] = row;
     zl[r] = o.z_loss * lse[r] * lse[r];
     Crow[r] = a * wy + b * W;
     ce_total += ce[r];
     z_total += zl[r];
+  }
+
+  // 3b. Focal loss (γ > 0): row CE = Σ_c α_c (1 − q_c)^γ (−log q_c) with
+  //     α_c = w_c t'_c, and its gradient needs S = Σ_c α_c q_c f'(q_c) over
+  //     every class: one more sum-collective of 2 doubles per row, after lse.
+  //     q·f'(q) = γ(1 − q)^(γ−1) q log q − (1 − q)^γ (limits at q = 0, 1: the
+  //     first term is 0). Per row then: g_j = α_j q_j f'(q_j) − q_j S.
+  const double gamma = o.focal_gamma;
+  std::vector<double> fs;
+  auto alpha = [&](std::int64_t j, std::int64_t y) { return weight(j) * ((j == y ? a : 0.0) + b); };
+  auto qfp = [&](double al, double lq, double q) {
+    const double one_m = -std::expm1(lq), focal = std::pow(one_m, gamma);
+    double v = -focal;
+    if (q > 0 && one_m > 0) v += gamma * std::pow(one_m, gamma - 1) * q * lq;
+    return al * v;
+  };
+  if (gamma > 0) {
+    fs.assign(2 * N, 0.0);
+#pragma omp parallel for num_threads(ntp) schedule(static)
+    for (std::int64_t r = 0; r < N; ++r) {
+      if (!active[r]) continue;
+      const std::int64_t y = target_of(targets, r);
+      for (std::int64_t c = 0; c < Vr; ++c) {
+        const double al = alpha(offset + c, y);
+        if (al == 0) continue;
+        const double lq = transform(load(x, r, c)) - lse[r], q = std::exp(lq);
+        fs[2 * r] += al * std::pow(-std::expm1(lq), gamma) * (-lq);
+        fs[2 * r + 1] += qfp(al, lq, q);
+      }
+    }
+    comm.allreduce_sum(fs.data(), fs.size());
+    ce_total = 0;
+    for (std::int64_t r = 0; r < N; ++r)
+      if (active[r]) {
+        ce[r] = fs[2 * r];
+        ce_total += ce[r];
+      }
   }
 
   // 4. Reduction (as cross_entropy_loss: the CE part over Σ w_y, the z-loss
@@ -255,6 +322,10 @@ CrossEntropyResult vocab_parallel_cross_entropy(const MatrixView& x, std::int64_
     res.z_loss = z_total;
     res.loss = ce_total + z_total;
   }
+  if (scales) {  // a chunk of a larger batch: the caller's gradient scales
+    ce_scale = scales->ce;
+    z_scale = scales->z;
+  }
 
   // 5. Outputs. row_lse and row_loss are written after every check passed.
   for (std::int64_t r = 0; r < N; ++r) {
@@ -262,6 +333,7 @@ CrossEntropyResult vocab_parallel_cross_entropy(const MatrixView& x, std::int64_
     if (out.row_loss) out.row_loss[r] = static_cast<float>(ce[r] + zl[r]);
   }
   if (out.grad.data) {
+#pragma omp parallel for num_threads(ntp) schedule(static)
     for (std::int64_t r = 0; r < N; ++r) {
       const std::int64_t y = target_of(targets, r);
       for (std::int64_t c = 0; c < Vr; ++c) {
@@ -284,7 +356,9 @@ CrossEntropyResult vocab_parallel_cross_entropy(const MatrixView& x, std::int64_
         // d(CE)/dz_j = C·q_j − w_j t'_j. (In float64 the cancellation of the
         // target entry near q_y = 1 costs ~1e-16 absolute; fine for the
         // float32 / float64 gradients written here.)
-        const double g = ce_scale * (Crow[r] * q - wt) + z_scale * 2 * o.z_loss * lse[r] * q;
+        const double dce = gamma > 0 ? qfp(wt, z - lse[r], q) - q * fs[2 * r + 1]
+                                     : Crow[r] * q - wt;
+        const double g = ce_scale * dce + z_scale * 2 * o.z_loss * lse[r] * q;
         store(out.grad, r, c, o.grad_scale * g * dz);
       }
     }
@@ -292,4 +366,5 @@ CrossEntropyResult vocab_parallel_cross_entropy(const MatrixView& x, std::int64_
   return res;
 }
 
+}  // namespace detail
 }  // namespace xent

@@ -45,8 +45,9 @@ const char* LinearCrossEntropyAlgorithmName(LinearCrossEntropyAlgorithm a) noexc
 // vocab_total rows; targets are global class indices. The per-row statistics
 // of pass 1 (max, Σexp, Σ c·u, target logit) and grad_hidden must then be
 // all-reduced over the ranks; this interface is where a communicator (MPI,
-// NCCL) plugs in. Not implemented yet: a shard that is not the whole
-// vocabulary is Error(kInvalidArgument) until issue 9 lands.
+// NCCL) plugs in. The communicator must be an xent::Communicator
+// (xent/communicator.h, e.g. xent::MpiCommunicator): see
+// LinearCrossEntropyOptions::communicator.
 class VocabCommunicator {
  public:
   virtual ~VocabCommunicator() = default;
@@ -78,8 +79,17 @@ struct LinearCrossEntropyOptions {
   // of the logit gradient, and the label-smoothing entries −s·b·w_j (b = ε/V
   // or ε/(V−1)). The loss and lse are exact (pass 1 is never filtered).
   double grad_filter = 0.0;
-  // Issue 9 (not implemented yet, see VocabCommunicator): the weight's first
-  // row is class vocab_offset of vocab_total (0: vocab_total = V).
+  // Issue 9, the sharded output layer: with a communicator, this rank's
+  // weight (V_r rows) and bias are rows [vocab_offset, vocab_offset + V_r) of
+  // the vocab_total classes (vocab_total required); hidden, targets (global
+  // ids), class_weight (all vocab_total entries) and the options are the same
+  // on every rank. Every rank gets the loss, row_loss, row_lse and the full
+  // grad_hidden (all-reduced); grad_weight / grad_bias are its own rows. The
+  // per-row (max, Σexp, target logit) are merged across ranks, chunk by
+  // chunk (same chunks everywhere; chunk_rows or max_buffer_bytes / (4·V/P)),
+  // O(1) doubles per row; grad_hidden costs an all-reduce of N×D floats.
+  // Not with a communicator: grad_filter (Error). A bad input on one rank throws on every rank (Communicator::agree).
+  // Without a communicator, vocab_offset must be 0 and vocab_total 0 or V.
   std::int64_t vocab_offset = 0;
   std::int64_t vocab_total = 0;
   VocabCommunicator* communicator = nullptr;

@@ -18,8 +18,13 @@
 // Supported options: reduction, ignore_index, class_weight, label_smoothing
 // (both conventions, with the GLOBAL V_total, so the result does not depend
 // on the number of ranks), temperature, softcap, z_loss, empty_mean,
-// grad_scale. Not yet (Error(kInvalidArgument)): focal_gamma > 0,
-// compute_accuracy, soft targets. num_threads is ignored (scalar loops).
+// grad_scale, compute_accuracy (argmax of the raw logits, first index on
+// ties, merged across ranks in the same two collectives: the max collective
+// carries the raw maxima too, the sum collective two counts per row),
+// focal_gamma (one more sum-collective of 2 doubles per row, after lse). Not
+// yet (Error(kInvalidArgument)): soft targets. num_threads: the
+// O(N·V_r) passes split rows over that many OpenMP threads (0: the OpenMP
+// default); results do not depend on it. The loops are scalar float64.
 //
 // Errors: as cross_entropy_loss (naming row and GLOBAL column), plus
 // vocab_offset / V_total inconsistencies. A bad input on one rank makes every

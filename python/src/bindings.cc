@@ -90,4 +90,5 @@ PYBIND11_MODULE(_xent, m) {
   xent::py::bind_core(m);
   xent::py::bind_loss(m);
   xent::py::bind_memory(m);
+  xent::py::bind_distributed(m);
 }

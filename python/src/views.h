@@ -82,5 +82,6 @@ inline const void* row_ptr(const MatrixView& v, std::int64_t r) {
 void bind_core(pybind11::module_& m);
 void bind_loss(pybind11::module_& m);
 void bind_memory(pybind11::module_& m);
+void bind_distributed(pybind11::module_& m);  // issue 9: vocab-parallel
 
 }  // namespace xent::py

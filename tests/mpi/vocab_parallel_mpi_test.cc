@@ -99,10 +99,22 @@ void run_case(const std::string& name, const CrossEntropyOptions& o, bool int32_
     if (r % 5 == 3 || all_ignored) t64[r] = o.ignore_index;
     for (std::int64_t c = 0; c < V; ++c) {
       T v = T(nd(rng));
-      if (c != t64[r] && rng() % 17 == 0) v = -std::numeric_limits<T>::infinity();  // a mask
+      // With compute_accuracy: logits on a 0.5 grid, so rows have tied maxima
+      // (argmax = the first index of the maximum).
+      if (o.compute_accuracy) v = T(std::round(double(v) * 2) / 2);
+      // (No masks under focal + smoothing: every class then has a term
+      // −ε·log q_c, infinite at a mask, and 0·∞ in the reference's gradient.)
+      if (c != t64[r] && rng() % 17 == 0 && !(o.focal_gamma > 0 && o.label_smoothing > 0)) v = -std::numeric_limits<T>::infinity();  // a mask
       full[r * V + c] = v;
     }
   }
+  if (o.compute_accuracy)  // targets that win outright (r % 4 == 0) or tie the max (r % 4 == 2)
+    for (std::int64_t r = 0; r < N; r += 2) {
+      if (t64[r] == o.ignore_index) continue;
+      T mx = full[r * V];
+      for (std::int64_t c = 1; c < V; ++c) mx = std::max(mx, full[r * V + c]);
+      full[r * V + t64[r]] = r % 4 == 0 ? mx + T(0.5) : mx;
+    }
   std::vector<std::int32_t> t32(t64.begin(), t64.end());
   const xent::Targets tg = int32_targets ? xent::Targets::Index(t32.data())
                                          : xent::Targets::Index(t64.data());
@@ -138,6 +150,7 @@ void run_case(const std::string& name, const CrossEntropyOptions& o, bool int32_
   ro.temperature = o.temperature;
   ro.softcap = o.softcap;
   ro.z_loss = o.z_loss;
+  ro.gamma = o.focal_gamma;
   ro.empty_nan = o.empty_mean == xent::EmptyMean::kNaN;
   ro.grad_scale = o.grad_scale;
   std::vector<xent::reference::Row> rows(N, xent::reference::Row(V));
@@ -166,6 +179,20 @@ void run_case(const std::string& name, const CrossEntropyOptions& o, bool int32_
   }
   expect(close(got.z_loss, ref.z_loss, rel, abs), tag + ": z_loss " + str(got.z_loss) + " vs " + str(ref.z_loss));
   expect(got.count == ref.count, tag + ": count");
+  if (o.compute_accuracy) {  // against the fused loss and a direct count
+    std::int64_t direct = 0;
+    for (std::int64_t r = 0; r < N; ++r) {
+      if (t64[r] == o.ignore_index) continue;
+      std::int64_t best = 0;
+      for (std::int64_t c = 1; c < V; ++c)
+        if (full[r * V + c] > full[r * V + best]) best = c;
+      direct += best == t64[r];
+    }
+    expect(got.correct == ref.correct && got.correct == direct,
+           tag + ": correct " + std::to_string(got.correct) + " vs " + std::to_string(ref.correct) +
+               " (fused) and " + std::to_string(direct) + " (direct)");
+    expect(direct > 0, tag + ": no correct row (the check would be vacuous)");
+  }
   expect(close(got.weight_sum, ref.weight_sum, 1e-12, 1e-12), tag + ": weight_sum");
   for (std::int64_t r = 0; r < N; ++r) {
     expect(close(got_loss[r], ref_loss[r], rrel, rabs),
@@ -209,6 +236,15 @@ int compare_all(xent::MpiCommunicator& comm) {
       {"temperature 1.7", [](auto& o) { o.temperature = 1.7; }},
       {"class weights", [&](auto& o) { o.class_weight = w.data(); }},
       {"grad_scale 0.5", [](auto& o) { o.grad_scale = 0.5; }},
+      {"compute_accuracy (ties)", [](auto& o) { o.compute_accuracy = true; }},
+      {"focal 2", [](auto& o) { o.focal_gamma = 2; }},
+      {"focal 0.5 + weights, sum", [&](auto& o) {
+         o.focal_gamma = 0.5; o.class_weight = w.data(); o.reduction = xent::Reduction::kSum; }},
+      {"focal 1.5 + smoothing + z_loss + softcap, none", [](auto& o) {
+         o.focal_gamma = 1.5; o.label_smoothing = 0.1; o.z_loss = 1e-3; o.softcap = 5;
+         o.reduction = xent::Reduction::kNone; }},
+      {"compute_accuracy + softcap + smoothing",
+       [](auto& o) { o.compute_accuracy = true; o.softcap = 2; o.label_smoothing = 0.1; }},
       {"all ignored, mean NaN",
        [](auto& o) { o.ignore_index = -100; o.empty_mean = xent::EmptyMean::kNaN; }},
       {"combined uniform",

@@ -23,7 +23,16 @@ from __future__ import annotations
 import torch
 
 from .. import _xent
+from . import _cuda
 from ._tensors import bump_version, empty, mutable_view, rows_view
+
+
+def _kernel(x, fname):
+    """The C++ entry point for x's device: _xent's on the CPU, _xent_cuda's
+    (with the current stream appended) for CUDA tensors."""
+    if x.is_cuda:
+        return lambda *args: _cuda.call(x.device, fname, *args)
+    return getattr(_xent, fname)
 
 
 class CrossEntropyConfig:
@@ -87,19 +96,20 @@ class CrossEntropyFunction(torch.autograd.Function):
         fused = needs_grad and cfg.reduction != "none"
         m = x.shape[0]
         outs = _xent.CrossEntropyOutputs()
-        lse = torch.empty(m, dtype=torch.float32)
+        lse = torch.empty(m, dtype=torch.float32, device=x.device)
         outs.row_lse = lse.data_ptr()
         row_loss = None
         if cfg.reduction == "none":
-            row_loss = torch.empty(m, dtype=torch.float32)
+            row_loss = torch.empty(m, dtype=torch.float32, device=x.device)
             outs.row_loss = row_loss.data_ptr()
         grad = None
         if fused:
             # In place: an alias without autograd history (shares storage and
             # version counter with x).
-            grad = x.detach() if cfg.inplace else empty(x.shape, x.dtype)
+            grad = x.detach() if cfg.inplace else empty(x.shape, x.dtype, x.device)
             outs.grad = mutable_view(grad)
-        res = _xent.cross_entropy_loss(rows_view(x), _targets(target), cfg.options(weight), outs)
+        res = _kernel(x, "cross_entropy_loss")(rows_view(x), _targets(target),
+                                               cfg.options(weight), outs)
         if fused and cfg.inplace:
             bump_version(x)
         if needs_grad:
@@ -112,7 +122,7 @@ class CrossEntropyFunction(torch.autograd.Function):
             ctx.save_for_backward(x if ctx.can_recompute else None, target, weight)
         if row_loss is not None:
             return row_loss.to(x.dtype)
-        return torch.scalar_tensor(res.loss, dtype=x.dtype)
+        return torch.scalar_tensor(res.loss, dtype=x.dtype, device=x.device)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -139,10 +149,15 @@ class CrossEntropyFunction(torch.autograd.Function):
             row_upstream = grad_output.to(torch.float32).contiguous()
         elif cfg.reduction != "none":
             opts.grad_scale = _scalar_upstream(grad_output)
-        out = x.detach() if cfg.inplace else empty(x.shape, x.dtype)
-        _xent.cross_entropy_backward(
-            rows_view(x), _targets(target), ctx.lse.data_ptr(), opts,
-            0 if row_upstream is None else row_upstream.data_ptr(), mutable_view(out))
+        out = x.detach() if cfg.inplace else empty(x.shape, x.dtype, x.device)
+        upstream_ptr = 0 if row_upstream is None else row_upstream.data_ptr()
+        if x.is_cuda:  # the GPU backward recomputes the statistics (no lse argument)
+            _cuda.call(x.device, "cross_entropy_backward", rows_view(x), _targets(target), opts,
+                       upstream_ptr, mutable_view(out))
+        else:
+            _xent.cross_entropy_backward(
+                rows_view(x), _targets(target), ctx.lse.data_ptr(), opts,
+                upstream_ptr, mutable_view(out))
         if scale_after:
             out.mul_(grad_output.unsqueeze(1))
         if cfg.inplace:
@@ -157,14 +172,14 @@ def _run_kernel(kernel, outs, x, other, opts, per_element, grad):
     x's dtype; the gradient, when `grad` is given, is written into it."""
     elem = None
     if per_element:
-        elem = torch.empty(x.shape, dtype=torch.float32)
+        elem = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         outs.elem_loss = mutable_view(elem)
     if grad is not None:
         outs.grad = mutable_view(grad)
     total = kernel(rows_view(x), rows_view(other), opts, outs)
     if elem is not None:
         return elem.to(x.dtype)
-    return torch.scalar_tensor(total, dtype=x.dtype)
+    return torch.scalar_tensor(total, dtype=x.dtype, device=x.device)
 
 
 class _ElementwiseLossFunction(torch.autograd.Function):
@@ -182,7 +197,7 @@ class _ElementwiseLossFunction(torch.autograd.Function):
         needs_grad = ctx.needs_input_grad[0] and cfg.want_grad
         grad = None
         if needs_grad:
-            grad = x.detach() if cfg.inplace else empty(x.shape, x.dtype)
+            grad = x.detach() if cfg.inplace else empty(x.shape, x.dtype, x.device)
         loss = cls._run(x, tensors, cfg, grad)
         if needs_grad:
             if cfg.inplace:
@@ -203,7 +218,7 @@ class _ElementwiseLossFunction(torch.autograd.Function):
                     "computed with inplace_backward=True; its gradient was written over "
                     "the input. Use inplace_backward=False with retain_graph=True.")
             x, *tensors = ctx.saved_tensors
-            grad = empty(x.shape, x.dtype)
+            grad = empty(x.shape, x.dtype, x.device)
             cls._run(x, tensors, ctx.cfg, grad)
         if ctx.cfg.reduction == "none":
             grad.mul_(grad_output.reshape(grad.shape))
@@ -234,7 +249,7 @@ class BceWithLogitsFunction(_ElementwiseLossFunction):
             opts.weight = rows_view(weight.reshape(cfg.weight_rows, x.shape[1]))
         opts.pos_weight = 0 if pos_weight is None else pos_weight.data_ptr()
         opts.num_threads = torch.get_num_threads()
-        return _run_kernel(_xent.binary_cross_entropy_with_logits_loss, _xent.BceOutputs(),
+        return _run_kernel(_kernel(x, "binary_cross_entropy_with_logits_loss"), _xent.BceOutputs(),
                            x, y, opts, cfg.reduction == "none", grad)
 
     @staticmethod

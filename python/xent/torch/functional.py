@@ -4,7 +4,8 @@ binary_cross_entropy_with_logits and kl_div, on the fused C++ kernels.
 Each takes exactly its torch counterpart's arguments (same names, order and
 defaults, including the deprecated size_average/reduce) and returns the same
 values, plus keyword-only extras. Differences from torch, all on purpose:
-  * CPU tensors only (NotImplementedError otherwise).
+  * CPU tensors; CUDA tensors go to the CUDA backend when it is built
+    (cross_entropy and BCE; not kl_div; float64 logits refused there).
   * Gradients flow to the input only; a target or weight that requires grad
     is refused rather than silently left without a gradient.
   * Invalid input raises instead of producing NaN: NaN/+inf logits,
@@ -20,7 +21,7 @@ import torch
 from torch.nn import _reduction as _torch_reduction
 
 from .._guard import check_logits
-from . import _autograd
+from . import _autograd, _cuda
 from ._tensors import (
     check_cpu,
     check_float,
@@ -56,7 +57,7 @@ def _prepare_inplace(name, x, inplace_backward):
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
                   reduce=None, reduction="mean", label_smoothing=0.0, *, z_loss=0.0,
                   softcap=None, temperature=1.0, smoothing_mode="uniform", focal_gamma=0.0,
-                  inplace_backward=False):
+                  inplace_backward=False, process_group=None):
     """torch.nn.functional.cross_entropy on xent's fused kernel.
 
     input: (N, C), (C,) or (N, C, d1, ..., dk), float32/float64/bfloat16/
@@ -72,17 +73,33 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         a new buffer (saves allocating N×C). The input then holds the
         gradient; refused (ValueError) when input is a leaf that requires
         grad or autograd saved it for another backward.
+      process_group: a torch.distributed group over which the classes are
+        sharded: input holds this rank's columns (ranks in group order),
+        target/weight/options are global and the same on every rank; the
+        loss is the full logits' (see xent.torch.distributed).
     The backward uses the gradient the kernel computed in forward; no
     softmax is recomputed.
     """
     name = "xent.torch.cross_entropy"
     reduction = _reduction(name, size_average, reduce, reduction)
-    check_cpu(name, input=input, target=target, weight=weight)
+    # [cuda] CUDA tensors go to the GPU kernels (xent/torch/_cuda.py).
+    cuda = _cuda.on_cuda(name, input=input, target=target, weight=weight)
+    if cuda and (input.dtype == torch.float64 or process_group is not None):
+        raise (TypeError if process_group is None else NotImplementedError)(
+            f"{name}: on CUDA tensors xent supports float32, bfloat16 and float16 logits "
+            "without process_group (got "
+            f"{input.dtype}{'' if process_group is None else ' with a process_group'})")
     check_float(name, "input", input)
     check_no_grad(name, target=target, weight=weight)
     if smoothing_mode not in _SMOOTHING:
         raise ValueError(f"{name}: smoothing_mode must be 'uniform' or 'off_target', "
                          f"got {smoothing_mode!r}")
+    if process_group is not None:
+        from .distributed import vocab_parallel_cross_entropy
+        return vocab_parallel_cross_entropy(
+            name, input, target, weight, ignore_index, reduction, label_smoothing,
+            _SMOOTHING[smoothing_mode], z_loss, softcap, temperature, focal_gamma,
+            inplace_backward, process_group, _needs_input_grad(input))
     if input.dim() == 0:
         raise ValueError(f"{name}: input must have a class dimension, got a 0-d tensor")
     unbatched = input.dim() == 1
@@ -121,7 +138,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         t = viewable(t.detach())
     else:
         t = target.detach().reshape(-1).contiguous()
-    check_logits(rows_view(x), name, stacklevel=2)
+    if not cuda:  # the guard reads the rows from the host
+        check_logits(rows_view(x), name, stacklevel=2)
     cfg = _autograd.CrossEntropyConfig(
         reduction=reduction, ignore_index=int(ignore_index),
         label_smoothing=float(label_smoothing), smoothing=_SMOOTHING[smoothing_mode],
@@ -159,7 +177,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     inplace_backward as in cross_entropy."""
     name = "xent.torch.binary_cross_entropy_with_logits"
     reduction = _reduction(name, size_average, reduce, reduction)
-    check_cpu(name, input=input, target=target, weight=weight, pos_weight=pos_weight)
+    _cuda.on_cuda(name, input=input, target=target, weight=weight, pos_weight=pos_weight)
     check_float(name, "input", input)
     check_no_grad(name, target=target, weight=weight, pos_weight=pos_weight)
     if target.shape != input.shape:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from .. import _xent
-from ._tensors import DTYPES, check_cpu, mutable_view
+from . import _cuda
+from ._tensors import DTYPES, mutable_view
 
 _SMOOTHING = {"uniform": "uniform", "off_target": "off_target", "off-target": "off_target"}
 _ALGORITHMS = ("auto", "token_chunked", "vocab_tiled")
@@ -33,16 +34,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # bias32 is the float32 contiguous copy the kernel reads.
         n, d = hidden.shape
         v = weight.shape[0]
+        dev = hidden.device
         out = _xent.LinearCrossEntropyOutputs()
         row_loss = None
         if options.loss.reduction == _xent.Reduction.none:
-            row_loss = torch.empty(n, dtype=torch.float32)
+            row_loss = torch.empty(n, dtype=torch.float32, device=dev)
             out.row_loss = row_loss.data_ptr()
         grads = (None, None, None)
         if want_grad:
-            gh = torch.empty((n, d), dtype=torch.float32)
-            gw = torch.empty((v, d), dtype=torch.float32)
-            gb = torch.empty(v, dtype=torch.float32) if bias is not None else None
+            gh = torch.empty((n, d), dtype=torch.float32, device=dev)
+            gw = torch.empty((v, d), dtype=torch.float32, device=dev)
+            gb = torch.empty(v, dtype=torch.float32, device=dev) if bias is not None else None
             out.grad_hidden = mutable_view(gh)
             out.grad_weight = mutable_view(gw)
             if gb is not None:
@@ -52,13 +54,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             options.loss.class_weight = class_weight.data_ptr()
         t = (_xent.Targets.index_int32(target.data_ptr()) if target.dtype == torch.int32
              else _xent.Targets.index_int64(target.data_ptr()))
-        res = _xent.linear_cross_entropy(_view(hidden), _view(weight),
-                                         0 if bias32 is None else bias32.data_ptr(), t, options, out)
+        args = (_view(hidden), _view(weight), 0 if bias32 is None else bias32.data_ptr(), t,
+                options, out)
+        if hidden.is_cuda:  # [cuda] the GPU's vocabulary-tiled kernel (cuBLAS tiles)
+            res = _cuda.call(dev, "linear_cross_entropy", *args)
+        else:
+            res = _xent.linear_cross_entropy(*args)
         ctx.grads = grads
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         if row_loss is not None:
             return row_loss.to(hidden.dtype)
-        return torch.tensor(res.loss, dtype=torch.float32).to(hidden.dtype)
+        return torch.tensor(res.loss, dtype=torch.float32, device=dev).to(hidden.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -93,11 +99,12 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     the published choice for bf16; changes the gradients slightly, never the
     loss) and max_buffer_bytes (bound on the logits block; 0: 1/128 of the
     2·N·V floats of logits + gradient). Gradients flow to hidden, weight and
-    bias. reduction="none" works without gradients only.
+    bias. reduction="none" works without gradients only. CUDA tensors run the
+    GPU backend (vocabulary tiles by cuBLAS; `algorithm` is ignored there).
     """
     name = "xent.torch.linear_cross_entropy"
-    check_cpu(name, hidden=hidden, weight=weight, target=target, bias=bias,
-              class_weight=class_weight)
+    _cuda.on_cuda(name, hidden=hidden, weight=weight, target=target, bias=bias,
+                  class_weight=class_weight)
     if reduction not in ("none", "sum", "mean"):
         raise ValueError(f"{name}: {reduction} is not a valid value for reduction")
     if smoothing_mode not in _SMOOTHING:

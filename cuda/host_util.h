@@ -1,0 +1,44 @@
+// Host side of the CUDA backend: argument checks before anything is
+// enqueued, and the xent::Error for a failure the device reported (it copies
+// the offending row back to name the column and value, as the CPU path does).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "row_math.h"
+#include "xent/loss.h"
+
+namespace xent::cuda_detail {
+
+[[noreturn]] void fail_arg(const char* fn, const std::string& what);
+
+struct CeCheck {
+  std::int64_t N = 0, sz = 0, sp = 0, sg = 0;
+  double p_tol = 0;
+  cuda_math::CallParams cp;
+};
+
+// Shapes, dtypes (float32 / bfloat16 / float16 logits; grad of the same
+// dtype), aliasing, options. Targets' values and the class weights live on
+// the device and are checked there (weights: by a host copy of V floats).
+CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& targets,
+                 const CrossEntropyOptions& o, const MutableMatrixView& grad);
+
+// Throws the CPU path's error for the device's error word (pos << 4 | kind).
+[[noreturn]] void throw_row_error(const char* fn, const MatrixView& logits, const Targets& targets,
+                                  const CrossEntropyOptions& o, const CeCheck& ck,
+                                  unsigned long long word);
+
+// Error for a BCE element (pos = row·C + col).
+[[noreturn]] void throw_bce_error(const char* fn, const MatrixView& x, const MatrixView& y,
+                                  unsigned long long word);
+
+// Tolerance on |Σp − 1| of a soft-target row stored in dt (as src/loss.cc).
+double norm_tolerance(DType dt, std::int64_t k);
+
+// Effective row stride (0 means packed) and a checked matrix shape.
+std::int64_t check_matrix(const char* fn, const char* what, const void* data, DType dt,
+                          std::int64_t rows, std::int64_t cols, std::int64_t stride);
+
+}  // namespace xent::cuda_detail
