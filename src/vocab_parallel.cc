@@ -1,6 +1,7 @@
 // vocab_parallel_cross_entropy (xent/vocab_parallel.h): the fused loss over
-// logits sharded by vocabulary columns. A plain scalar float64
-// implementation (correctness first; speed is a later increment).
+// logits sharded by vocabulary columns. The local passes run on the fused
+// loss's chunk kernels (src/cpu/) when the logit is not transformed (no
+// softcap, temperature or focal γ); otherwise plain float64 loops.
 //
 // Math, per non-ignored row (z = transformed logits, over all V classes):
 //   m = max_j z_j (allreduce max),  s = Σ_j exp(z_j − m) (allreduce sum),
@@ -25,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/kernels.h"
 #include "validate.h"
 #include "vocab_parallel_internal.h"
 #include "xent/vocab_parallel.h"
@@ -58,10 +60,130 @@ std::int64_t target_of(const Targets& t, std::int64_t r) {
 
 std::string num(double v) { return detail::fmt_num(v); }
 
+
+// A non-ignored row holding NaN or +inf: an Error naming the row and the
+// global column.
+void check_row_finite(const MatrixView& x, std::int64_t offset, const Targets& targets,
+                      const CrossEntropyOptions& o, std::int64_t r) {
+  if (target_of(targets, r) == o.ignore_index) return;
+  for (std::int64_t c = 0; c < x.cols; ++c) {
+    const double v = load(x, r, c);
+    if (std::isnan(v) || v == kInf)
+      detail::fail(ErrorCode::kNonFinite, std::string(kFn) + ": local_logits[" +
+                                              std::to_string(r) + "][" + std::to_string(c) +
+                                              "] (global column " + std::to_string(offset + c) +
+                                              ") = " + num(v));
+  }
+}
+
+// ------------------------------------------------------------- SIMD path
+// Without softcap, temperature or focal γ the transformed logit is the logit
+// itself, and the local passes are those of the fused loss: the chunk
+// kernels of src/cpu/ (one read for the statistics, one for the gradient).
+// What crosses the ranks is unchanged (the same collectives, same payload).
+bool use_simd_path(const MatrixView& x, const CrossEntropyOptions& o,
+                   const VocabParallelOutputs& out) {
+  return o.softcap == 0 && o.temperature == 1 && o.focal_gamma == 0 &&
+         (out.grad.data == nullptr || out.grad.dtype == x.dtype);
+}
+
+// One row's local statistics: max, Σ exp(z − max), and with smoothing
+// Σ w_j and Σ w_j (max − z_j).
+struct LocalRow {
+  double max = -kInf, sum = 0, coef_sum = 0, coef_dot = 0;
+  bool nonfinite = false;
+};
+
+// Folds (mx, sum, csum, cdot) into `acc`, exactly as the fused loss merges
+// its chunks (max first, then the rescaled sums). A part whose logits are
+// all -inf contributes Σ w_j (max − (−inf)) = +inf when it has weight.
+void fold(LocalRow& acc, double mx, double sum, double csum, double cdot, bool nonfinite) {
+  const double M = std::max(acc.max, mx);
+  double s = 0, dot = 0;
+  auto part = [&](double pm, double ps, double pcs, double pcd) {
+    if (ps > 0) s += ps * std::exp(pm - M);
+    if (pm == -kInf) dot += pcs > 0 ? kInf : 0.0;
+    else dot += pcd + (pcs != 0 ? pcs * (M - pm) : 0.0);
+  };
+  part(acc.max, acc.sum, acc.coef_sum, acc.coef_dot);
+  part(mx, sum, csum, cdot);
+  acc = {M, s, acc.coef_sum + csum, dot, acc.nonfinite || nonfinite};
+}
+
+template <class T>
+const T* row_ptr_of(const MatrixView& x, std::int64_t r) {
+  return static_cast<const T*>(x.data) + r * (x.row_stride ? x.row_stride : x.cols);
+}
+
+template <class T>
+LocalRow local_row_stats(const T* z, std::int64_t n, const T* w, bool want_coef) {
+  LocalRow acc;
+  for (std::int64_t j0 = 0; j0 < n; j0 += static_cast<std::int64_t>(cpu::kChunk)) {
+    const std::size_t len =
+        static_cast<std::size_t>(std::min<std::int64_t>(cpu::kChunk, n - j0));
+    cpu::CoefSpec cs;
+    cs.want_coef = want_coef;
+    cs.w = w ? w + j0 : nullptr;
+    cpu::ChunkStats st;
+    if constexpr (sizeof(T) == 4)
+      cpu::ChunkStatsF32(z + j0, len, cs, &st);
+    else
+      cpu::ChunkStatsF64(z + j0, len, cs, &st);
+    fold(acc, st.max, st.sum_exp, st.coef_sum, st.coef_dot, st.nonfinite);
+  }
+  return acc;
+}
+
+// The same statistics in plain float64 (rows the kernel flags as possibly
+// non-finite; +inf max if one really is).
+template <class T>
+LocalRow local_row_stats_scalar(const T* z, std::int64_t n, const T* w, bool want_coef) {
+  LocalRow acc;
+  for (std::int64_t j = 0; j < n; ++j)
+    if (std::isnan(double(z[j])) || double(z[j]) == kInf) {
+      acc.max = kInf;
+      acc.nonfinite = true;
+      return acc;
+    } else {
+      acc.max = std::max(acc.max, double(z[j]));
+    }
+  for (std::int64_t j = 0; j < n; ++j) {
+    const double v = z[j], wj = w ? double(w[j]) : 1.0;
+    if (acc.max > -kInf) acc.sum += std::exp(v - acc.max);
+    if (want_coef && wj != 0) {
+      acc.coef_sum += wj;
+      acc.coef_dot += wj * (acc.max - v);
+    }
+  }
+  return acc;
+}
+
+// Every row's local statistics. A non-ignored row with NaN / +inf throws
+// (the lowest such row, naming its first bad column); an ignored one gets
+// max = +inf (its lse is then reported NaN, as on the scalar path).
+template <class T>
+std::vector<LocalRow> local_stats(const MatrixView& x, std::int64_t offset, const Targets& targets,
+                                  const CrossEntropyOptions& o, const T* w, bool want_coef,
+                                  int nt) {
+  const std::int64_t N = x.rows, Vr = x.cols;
+  std::vector<LocalRow> loc(static_cast<std::size_t>(N));
+  std::int64_t bad = N;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : bad)
+  for (std::int64_t r = 0; r < N; ++r) {
+    const T* z = row_ptr_of<T>(x, r);
+    LocalRow lr = local_row_stats(z, Vr, w, want_coef);
+    if (lr.nonfinite) lr = local_row_stats_scalar(z, Vr, w, want_coef);
+    if (lr.nonfinite && target_of(targets, r) != o.ignore_index) bad = std::min(bad, r);
+    loc[static_cast<std::size_t>(r)] = lr;
+  }
+  if (bad < N) check_row_finite(x, offset, targets, o, bad);
+  return loc;
+}
+
 // Everything that can be checked on this rank alone. Throws xent::Error.
 void validate_local(const MatrixView& x, std::int64_t offset, std::int64_t V,
                     const Targets& targets, const CrossEntropyOptions& o,
-                    const VocabParallelOutputs& out) {
+                    const VocabParallelOutputs& out, bool scan_logits) {
   const std::string fn = kFn;
   auto bad = [&](ErrorCode c, const std::string& msg) { detail::fail(c, fn + ": " + msg); };
   if (x.dtype != DType::kF32 && x.dtype != DType::kF64)
@@ -123,15 +245,66 @@ void validate_local(const MatrixView& x, std::int64_t offset, std::int64_t V,
                                             std::to_string(y) + " is outside [0, vocab_total = " +
                                             std::to_string(V) + ")");
   }
-  for (std::int64_t r = 0; r < x.rows; ++r) {
-    if (target_of(targets, r) == o.ignore_index) continue;
-    for (std::int64_t c = 0; c < x.cols; ++c) {
-      const double v = load(x, r, c);
-      if (std::isnan(v) || v == kInf)
-        bad(ErrorCode::kNonFinite, "local_logits[" + std::to_string(r) + "][" +
-                                       std::to_string(c) + "] (global column " +
-                                       std::to_string(offset + c) + ") = " + num(v));
+  if (scan_logits)
+    for (std::int64_t r = 0; r < x.rows; ++r) check_row_finite(x, offset, targets, o, r);
+}
+
+
+// The gradient on the SIMD path: per active row g_j = alpha·exp(z_j − m)
+// − β·w_j (the chunk kernel), then the owner rewrites the target's entry
+// without the cancellation of C·q_y − w_y t'_y near q_y = 1 (as the fused
+// loss: 1 − q_y = (s − 1)/s when z_y is the row max, whose term in s is
+// exactly 1). Ignored rows get 0.
+template <class T>
+void simd_grad(const MatrixView& x, std::int64_t offset, const Targets& targets,
+               const MutableMatrixView& g, const std::vector<double>& m,
+               const std::vector<double>& sums, std::size_t K, const std::vector<double>& lse,
+               const std::vector<char>& active, const std::vector<double>& Crow, double a,
+               double b, double W, double ce_scale, double z_scale, const CrossEntropyOptions& o,
+               const T* w, int nt) {
+  const std::int64_t N = x.rows, Vr = x.cols;
+  const std::int64_t gstride = g.row_stride ? g.row_stride : g.cols;
+  // Streaming stores once the gradient is far larger than the caches (the
+  // fused loss's rule); the fence orders them before the caller reads.
+  const bool stream = double(N) * double(Vr) * sizeof(T) >= double(std::int64_t{1} << 26);
+  const double gs = o.grad_scale, zc = o.z_loss;
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < N; ++r) {
+      T* gr = static_cast<T*>(g.data) + r * gstride;
+      if (!active[r]) {
+        std::fill(gr, gr + Vr, T(0));
+        continue;
+      }
+      const std::int64_t y = target_of(targets, r);
+      const double s = sums[K * r], zy = sums[K * r + 1];
+      cpu::GradSpec spec;
+      spec.max = m[r];
+      spec.alpha = gs * (ce_scale * Crow[r] + z_scale * 2 * zc * lse[r]) / s;
+      spec.subtract = b != 0;
+      spec.beta = gs * ce_scale * b;
+      spec.stream = stream;
+      const T* z = row_ptr_of<T>(x, r);  // may be gr itself (in place)
+      for (std::int64_t j0 = 0; j0 < Vr; j0 += static_cast<std::int64_t>(cpu::kChunk)) {
+        const std::size_t len =
+            static_cast<std::size_t>(std::min<std::int64_t>(cpu::kChunk, Vr - j0));
+        spec.w = spec.subtract && w ? w + j0 : nullptr;
+        if constexpr (sizeof(T) == 4)
+          cpu::ChunkGradF32(z + j0, len, gr + j0, spec);
+        else
+          cpu::ChunkGradF64(z + j0, len, gr + j0, spec);
+      }
+      if (y >= offset && y < offset + Vr) {
+        const double wy = o.class_weight ? double(o.class_weight[y]) : 1.0;
+        const double qy = std::exp(zy - m[r]) / s;
+        const double omq = zy == m[r] ? (s - 1.0) / s : 1.0 - qy;
+        const double gy = gs * (ce_scale * (-wy * (a + b) * omq + qy * b * (W - wy)) +
+                                z_scale * 2 * zc * lse[r] * qy);
+        gr[y - offset] = static_cast<T>(gy);
+      }
     }
+    if (stream) cpu::StreamFence();
   }
 }
 
@@ -154,12 +327,31 @@ CrossEntropyResult vocab_parallel_cross_entropy_scaled(const MatrixView& x, std:
                                                        const GradScales* scales) {
   // 0. Local checks, then one agreement, so that no rank enters a collective
   //    that another rank will never reach.
+  const bool simd = use_simd_path(x, o, out);
+  const int nt = o.num_threads > 0 ? o.num_threads : omp_get_max_threads();
+  const int ntp = x.rows * x.cols < (std::int64_t{1} << 16) ? 1 : nt;
+  // With smoothing the sums need Σ w_j (max − z_j) (b > 0 below).
+  const bool want_coef = o.label_smoothing > 0 && (o.smoothing == Smoothing::kUniform || V > 1);
+  std::vector<LocalRow> loc;       // the SIMD path's local row statistics
+  const float* w32 = nullptr;      // this shard's class weights, in the logits' type
+  std::vector<double> w64;
+  if (simd && o.class_weight && offset >= 0 && offset + x.cols <= V) {
+    if (x.dtype == DType::kF32) w32 = o.class_weight + offset;
+    else w64.assign(o.class_weight + offset, o.class_weight + offset + x.cols);
+  }
   {
     bool ok = true;
     ErrorCode code = ErrorCode::kInvalidArgument;
     std::string message;
     try {
-      validate_local(x, offset, V, targets, o, out);
+      validate_local(x, offset, V, targets, o, out, /*scan_logits=*/!simd);
+      if (simd) {  // the statistics pass also finds the non-finite logits
+        if (x.dtype == DType::kF32)
+          loc = local_stats<float>(x, offset, targets, o, w32, want_coef, ntp);
+        else
+          loc = local_stats<double>(x, offset, targets, o, w64.empty() ? nullptr : w64.data(),
+                                    want_coef, ntp);
+      }
     } catch (const Error& e) {
       ok = false;
       code = e.code();
@@ -195,8 +387,12 @@ CrossEntropyResult vocab_parallel_cross_entropy_scaled(const MatrixView& x, std:
   std::vector<double> m((acc ? 2 : 1) * N, -kInf);
   // The O(N·V_r) passes (1, 2, 5) split rows over threads: each row is one
   // thread's, in the same order, so the results do not depend on the count.
-  const int nt = o.num_threads > 0 ? o.num_threads : omp_get_max_threads();
-  const int ntp = N * Vr < (std::int64_t{1} << 16) ? 1 : nt;
+  if (simd) {  // no transform: the raw max is the max
+    for (std::int64_t r = 0; r < N; ++r) {
+      m[r] = loc[r].max;
+      if (acc) m[N + r] = loc[r].max;
+    }
+  } else
 #pragma omp parallel for num_threads(ntp) schedule(static)
   for (std::int64_t r = 0; r < N; ++r)
     for (std::int64_t c = 0; c < Vr; ++c) {
@@ -215,6 +411,28 @@ CrossEntropyResult vocab_parallel_cross_entropy_scaled(const MatrixView& x, std:
   //    row is correct iff 1 and 0 (argmax = first index of the maximum).
   const std::size_t K0 = b > 0 ? 3 : 2, K = acc ? K0 + 2 : K0;
   std::vector<double> sums(K * N + 1, 0.0);
+  if (simd) {
+    // This rank's share of each sum from its local statistics: the partial
+    // Σ exp rescaled to the global max, Σ w (m − z) shifted to it.
+#pragma omp parallel for num_threads(ntp) schedule(static)
+    for (std::int64_t r = 0; r < N; ++r) {
+      if (!std::isfinite(m[r])) continue;
+      const LocalRow& lr = loc[r];
+      const std::int64_t y = target_of(targets, r);
+      double* s = &sums[K * r];
+      if (lr.sum > 0) s[0] = lr.sum * std::exp(lr.max - m[r]);
+      if (y >= offset && y < offset + Vr) s[1] = load(x, r, y - offset);
+      if (K0 == 3)
+        s[2] = lr.max == -kInf ? (lr.coef_sum > 0 ? kInf : 0.0)
+                               : lr.coef_dot + lr.coef_sum * (m[r] - lr.max);
+      if (acc && lr.max == m[N + r])  // this rank holds the row's maximum
+        for (std::int64_t c = 0; c < Vr; ++c)
+          if (load(x, r, c) == m[N + r]) {
+            if (offset + c == y) s[K0] = 1;
+            else if (offset + c < y) s[K0 + 1] += 1;
+          }
+    }
+  } else
 #pragma omp parallel for num_threads(ntp) schedule(static)
   for (std::int64_t r = 0; r < N; ++r) {
     if (!std::isfinite(m[r])) continue;  // all -inf, or an ignored non-finite row
@@ -332,7 +550,14 @@ CrossEntropyResult vocab_parallel_cross_entropy_scaled(const MatrixView& x, std:
     if (out.row_lse) out.row_lse[r] = static_cast<float>(lse[r]);
     if (out.row_loss) out.row_loss[r] = static_cast<float>(ce[r] + zl[r]);
   }
-  if (out.grad.data) {
+  if (out.grad.data && simd) {
+    if (x.dtype == DType::kF32)
+      simd_grad<float>(x, offset, targets, out.grad, m, sums, K, lse, active, Crow, a, b, W,
+                       ce_scale, z_scale, o, w32, ntp);
+    else
+      simd_grad<double>(x, offset, targets, out.grad, m, sums, K, lse, active, Crow, a, b, W,
+                        ce_scale, z_scale, o, w64.empty() ? nullptr : w64.data(), ntp);
+  } else if (out.grad.data) {
 #pragma omp parallel for num_threads(ntp) schedule(static)
     for (std::int64_t r = 0; r < N; ++r) {
       const std::int64_t y = target_of(targets, r);

@@ -24,7 +24,9 @@
 // focal_gamma (one more sum-collective of 2 doubles per row, after lse). Not
 // yet (Error(kInvalidArgument)): soft targets. num_threads: the
 // O(N·V_r) passes split rows over that many OpenMP threads (0: the OpenMP
-// default); results do not depend on it. The loops are scalar float64.
+// default); results do not depend on it. The local passes use the fused
+// loss's SIMD kernels, except with softcap / temperature / focal (scalar
+// float64 loops).
 //
 // Errors: as cross_entropy_loss (naming row and GLOBAL column), plus
 // vocab_offset / V_total inconsistencies. A bad input on one rank makes every
