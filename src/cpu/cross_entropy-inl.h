@@ -31,8 +31,11 @@ HWY_INLINE const T* At(const T* ptr, size_t i) {
 // exp(x) for x ≤ 0 (the only arguments the kernels use: z − running max),
 // accurate to ~1 ulp, cheaper than hwy::Exp (no two-step 2^n reconstruction,
 // one clamp): n = round(x·log2 e) by the 1.5·2^23 trick, r = x − n·ln 2 in
-// two parts (Cody–Waite), e^r = 1 + r + r²·P5(r) (Cephes expf minimax), and
-// 2^n added to the exponent field (AVX-512: vscalefps). x < −86.6 (e^x <
+// two parts (Cody–Waite), e^r = 1 + r·Q5(r) by Horner (6 FMAs; Q5 is a
+// relative-error minimax fit on [−ln2/2, ln2/2] whose own error is 0.03 ulp,
+// so the float32 rounding dominates; one FMA fewer than Cephes' degree-7
+// form, and exp(0) = 1 exactly since the last step is 1 + 0·Q), and 2^n
+// added to the exponent field (AVX-512: vscalefps). x < −86.6 (e^x <
 // 2.4e-38, below the normal range) gives 0 (AVX-512: the exact subnormal).
 // float64 uses hwy::Exp.
 template <class D>
@@ -54,14 +57,13 @@ HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modif
 #endif
     auto r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), x);
     r = hn::NegMulAdd(n, hn::Set(d, -2.12194440e-4f), r);
-    auto p = hn::Set(d, 1.9875691500e-4f);
-    p = hn::MulAdd(p, r, hn::Set(d, 1.3981999507e-3f));
-    p = hn::MulAdd(p, r, hn::Set(d, 8.3334519073e-3f));
-    p = hn::MulAdd(p, r, hn::Set(d, 4.1665795894e-2f));
-    p = hn::MulAdd(p, r, hn::Set(d, 1.6666665459e-1f));
-    p = hn::MulAdd(p, r, hn::Set(d, 5.0000001201e-1f));
-    const auto r2 = hn::Mul(r, r);
-    const auto er = hn::Add(hn::MulAdd(r2, p, r), hn::Set(d, 1.0f));
+    auto q = hn::Set(d, 1.3843653723597527e-3f);
+    q = hn::MulAdd(q, r, hn::Set(d, 8.37415549904108e-3f));
+    q = hn::MulAdd(q, r, hn::Set(d, 4.166800156235695e-2f));
+    q = hn::MulAdd(q, r, hn::Set(d, 1.6666431725025177e-1f));
+    q = hn::MulAdd(q, r, hn::Set(d, 4.999999403953552e-1f));
+    q = hn::MulAdd(q, r, hn::Set(d, 1.0f));
+    const auto er = hn::MulAdd(q, r, hn::Set(d, 1.0f));
 #if HWY_TARGET <= HWY_AVX3
     return hn::Vec<D>{_mm512_scalef_ps(er.raw, n.raw)};
 #else
@@ -133,7 +135,12 @@ struct StatsState {
   T ref;       // running max (a logit value), the exp reference
   V ref_v;
   V xsum;      // Σ z in T: NaN / +inf in it flags non-finite input
+  // Σ exp(z − ref) in fp64 lanes, without the terms where z = ref exactly:
+  // those are exactly 1 and are counted in `ones` (an integer-valued T
+  // vector), so that s − 1 is the non-maximum mass as accumulated, never
+  // blurred by an fp32 partial sum that also holds a 1.
   Wide<D> s, csum, cdot, psum;
+  V ones;
   // Per-block float32 staging of the coefficient sums (all terms ≥ 0, so a
   // 4-term float32 partial costs ≤ 2^-23 relative), widened once per block.
   V cblk, dblk, pblk;
@@ -141,7 +148,7 @@ struct StatsState {
   explicit StatsState(D d)
       : ref(std::numeric_limits<T>::lowest()),
         ref_v(hn::Set(d, std::numeric_limits<T>::lowest())),
-        xsum(hn::Zero(d)), s(d), csum(d), cdot(d), psum(d),
+        xsum(hn::Zero(d)), s(d), csum(d), cdot(d), psum(d), ones(hn::Zero(d)),
         cblk(hn::Zero(d)), dblk(hn::Zero(d)), pblk(hn::Zero(d)),
         pbad(hn::FirstN(d, 0)) {}
 
@@ -176,7 +183,11 @@ struct StatsState {
     }
     const double delta = static_cast<double>(nref) - static_cast<double>(ref);
     // The first raise (from lowest()) has nothing accumulated to rescale.
-    if (ref != std::numeric_limits<T>::lowest()) s.Scale(std::exp(-delta));
+    if (ref != std::numeric_limits<T>::lowest()) {
+      s.Add(d, ones);  // the old maximum's terms are no longer exactly 1
+      ones = hn::Zero(d);
+      s.Scale(std::exp(-delta));
+    }
     // Σ c (ref − z) moves by (nref − ref)·Σ c.
     if constexpr (kCountOnly)
       cdot.AddConstant(delta * static_cast<double>(per_lane));
@@ -185,18 +196,27 @@ struct StatsState {
     ref = nref;
     ref_v = hn::Set(d, nref);
   }
+
+  // Lanes with z = ref hold exp(0) = 1 exactly: count them, return e
+  // without them.
+  HWY_INLINE V TakeOnes(D d, V x, V e) {
+    const auto m = hn::Eq(x, ref_v);
+    ones = hn::Add(ones, hn::IfThenElseZero(m, hn::Set(d, T(1))));
+    return hn::IfThenZeroElse(m, e);
+  }
 };
 
-// One vector of the statistics pass; `valid` masks a partial vector.
+// One vector of the statistics pass: returns e = exp(x − ref) (stored to
+// e_out if given) and accumulates the coefficient sums; `valid` masks a
+// partial vector.
 template <bool kCoef, bool kW, bool kP, class D>
-HWY_INLINE void StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD<D>* HWY_RESTRICT e_out,
-                          const hn::TFromD<D>* HWY_RESTRICT w,
-                          const hn::TFromD<D>* HWY_RESTRICT p,
-                          hn::Vec<D> a, hn::Vec<D> b, hn::Mask<D> valid) {
+HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD<D>* HWY_RESTRICT e_out,
+                                const hn::TFromD<D>* HWY_RESTRICT w,
+                                const hn::TFromD<D>* HWY_RESTRICT p,
+                                hn::Vec<D> a, hn::Vec<D> b, hn::Mask<D> valid) {
   using T = hn::TFromD<D>;
   const auto e = ExpNonPositive(d, hn::Sub(x, st.ref_v));
   if (e_out) hn::StoreU(e, d, e_out);
-  st.s.Add(d, e);
   if constexpr (kCoef) {
     auto c = hn::Set(d, T(1));
     if constexpr (kP) {
@@ -220,6 +240,7 @@ HWY_INLINE void StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD<D>* H
       st.dblk = hn::Add(st.dblk, diff);  // c = 1: Σc is the count
     }
   }
+  return e;
 }
 
 template <bool kCoef, bool kW, bool kP, class D>
@@ -239,8 +260,31 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     segs->push_back({0, static_cast<double>(std::numeric_limits<T>::lowest())});
   }
   StatsState<D> st(d);
+  constexpr bool kCountOnly = kCoef && !kW && !kP;
+  if (spec.init_ref > -std::numeric_limits<double>::infinity()) {
+    // A later chunk of a row: start at the first chunk's maximum.
+    st.template Raise<kCountOnly>(d, hn::Set(d, static_cast<T>(spec.init_ref)), 0, segs, 0);
+  } else if (n <= kFixedRefMax) {
+    // Chunks up to kFixedRefMax elements find their maximum first (a cheap
+    // pass that leaves them in L1), so that the exp pass runs against a fixed
+    // reference: no rescaling at all (a random row's running maximum would
+    // rise ~ln n times, each a rescale). The chunk's maximum first (Max skips NaN; NaN / +inf are flagged
+    // through xsum below), then one fixed reference for the whole chunk.
+    auto m0 = hn::Set(d, std::numeric_limits<T>::lowest()), m1 = m0;
+    size_t j = 0;
+    for (; j + 2 * L <= n; j += 2 * L) {
+      m0 = hn::Max(hn::LoadU(d, z + j), m0);
+      m1 = hn::Max(hn::LoadU(d, z + j + L), m1);
+    }
+    T mx = hn::GetLane(hn::MaxOfLanes(d, hn::Max(m0, m1)));
+    for (; j < n; ++j) mx = z[j] > mx ? z[j] : mx;
+    st.template Raise<kCountOnly>(d, hn::Set(d, mx), 0, segs, 0);
+  }
   size_t i = 0;
-  // Blocks of 4 vectors: one max-check per block, then 4 exps.
+  // Blocks of 4 vectors: one max-check per block, then 4 exps whose sum is
+  // taken pairwise in T (4 terms ≤ 1 each: ≤ 2 roundings, ≤ 2^-23 relative
+  // to the block's own mass) and widened to fp64 once per block. A block
+  // that reaches the reference has its exactly-1 terms counted apart.
   for (; i + 4 * L <= n; i += 4 * L) {
     const auto x0 = hn::LoadU(d, z + i);
     const auto x1 = hn::LoadU(d, z + i + L);
@@ -248,40 +292,76 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     const auto x3 = hn::LoadU(d, z + i + 3 * L);
     const auto bmax = hn::Max(hn::Max(x0, x1), hn::Max(x2, x3));
     st.xsum = hn::Add(st.xsum, hn::Add(hn::Add(x0, x1), hn::Add(x2, x3)));
-    if (!hn::AllFalse(d, hn::Gt(bmax, st.ref_v))) st.template Raise<kCoef && !kW && !kP>(d, bmax, i, segs, i / L);
-    StatsStep<kCoef, kW, kP>(d, st, x0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
-    StatsStep<kCoef, kW, kP>(d, st, x1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
-    StatsStep<kCoef, kW, kP>(d, st, x2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
-    StatsStep<kCoef, kW, kP>(d, st, x3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
+    const bool hit = !hn::AllFalse(d, hn::Ge(bmax, st.ref_v));
+    if (hit) st.template Raise<kCountOnly>(d, bmax, i, segs, i / L);
+    auto e0 = StatsStep<kCoef, kW, kP>(d, st, x0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+    auto e1 = StatsStep<kCoef, kW, kP>(d, st, x1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
+    auto e2 = StatsStep<kCoef, kW, kP>(d, st, x2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
+    auto e3 = StatsStep<kCoef, kW, kP>(d, st, x3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
+    if (HWY_UNLIKELY(hit)) {
+      e0 = st.TakeOnes(d, x0, e0);
+      e1 = st.TakeOnes(d, x1, e1);
+      e2 = st.TakeOnes(d, x2, e2);
+      e3 = st.TakeOnes(d, x3, e3);
+    }
+    st.s.Add(d, hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
     st.template Flush<kCoef, kW, kP>(d);
   }
+  // Whole vectors left over (fewer than a block), one at a time.
+  for (; i + L <= n; i += L) {
+    const auto x = hn::LoadU(d, z + i);
+    st.xsum = hn::Add(st.xsum, x);
+    const bool hit = !hn::AllFalse(d, hn::Ge(x, st.ref_v));
+    if (hit) st.template Raise<kCountOnly>(d, x, i, segs, i / L);
+    auto e = StatsStep<kCoef, kW, kP>(d, st, x, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+    if (HWY_UNLIKELY(hit)) e = st.TakeOnes(d, x, e);
+    st.s.Add(d, e);
+    st.template Flush<kCoef, kW, kP>(d);
+  }
+  // The last partial vector, through stack buffers.
   for (; i < n; i += L) {
     const size_t k = n - i < L ? n - i : L;
     const auto valid = hn::FirstN(d, k);
     HWY_ALIGN T zb[HWY_MAX_BYTES / sizeof(T)];
     HWY_ALIGN T wb[HWY_MAX_BYTES / sizeof(T)];
     HWY_ALIGN T pb[HWY_MAX_BYTES / sizeof(T)];
+#if HWY_TARGET <= HWY_AVX3
+    // Masked loads (fault-free past the end), as in the gradient pass.
+    (void)zb;
+    if (w) hn::Store(hn::MaskedLoad(valid, d, w + i), d, wb);
+    if (p) hn::Store(hn::MaskedLoad(valid, d, p + i), d, pb);
+    const auto x = hn::IfThenElse(valid, hn::MaskedLoad(valid, d, z + i),
+                                  hn::Set(d, -std::numeric_limits<T>::infinity()));
+#else
     for (size_t j = 0; j < L; ++j) {
       zb[j] = j < k ? z[i + j] : -std::numeric_limits<T>::infinity();
       wb[j] = (w && j < k) ? w[i + j] : T(0);
       pb[j] = (p && j < k) ? p[i + j] : T(0);
     }
     const auto x = hn::Load(d, zb);
+#endif
     st.xsum = hn::Add(st.xsum, hn::IfThenElseZero(valid, x));
-    if (!hn::AllFalse(d, hn::Gt(x, st.ref_v))) st.template Raise<kCoef && !kW && !kP>(d, x, i, segs, i / L);
+    if (!hn::AllFalse(d, hn::Gt(x, st.ref_v))) st.template Raise<kCountOnly>(d, x, i, segs, i / L);
     HWY_ALIGN T eb[HWY_MAX_BYTES / sizeof(T)];
-    StatsStep<kCoef, kW, kP>(d, st, x, eo ? eb : nullptr, wb, pb, a, b, valid);
+    const auto e = StatsStep<kCoef, kW, kP>(d, st, x, eo ? eb : nullptr, wb, pb, a, b, valid);
+    st.s.Add(d, st.TakeOnes(d, x, e));
     st.template Flush<kCoef, kW, kP>(d);
-    if (eo)
+    if (eo) {
+#if HWY_TARGET <= HWY_AVX3
+      hn::BlendedStore(e, valid, d, eo + i);
+#else
       for (size_t j = 0; j < k; ++j) eo[i + j] = eb[j];
+#endif
+    }
   }
   // Flag NaN and +inf (a finite sum that overflowed only costs a rescan).
-  HWY_ALIGN T xs[HWY_MAX_BYTES / sizeof(T)];
-  hn::Store(st.xsum, d, xs);
-  bool nonfinite = false;
-  for (size_t j = 0; j < L; ++j)
-    nonfinite |= std::isnan(xs[j]) || xs[j] == std::numeric_limits<T>::infinity();
-  out->sum_exp = st.s.Total();
+  const bool nonfinite =
+      !hn::AllFalse(d, hn::Or(hn::IsNaN(st.xsum),
+                              hn::Eq(st.xsum, hn::Set(d, std::numeric_limits<T>::infinity()))));
+  // The exactly-1 terms join last, in fp64 (an integer count ≤ n: exact in
+  // any order).
+  const double ones = static_cast<double>(hn::GetLane(hn::SumOfLanes(d, st.ones)));
+  out->sum_exp = st.s.Total() + ones;
   out->max = out->sum_exp > 0 ? static_cast<double>(st.ref)
                               : -std::numeric_limits<double>::infinity();
   out->nonfinite = nonfinite || std::isnan(out->sum_exp);
@@ -349,6 +429,20 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
     HWY_ALIGN T wb[HWY_MAX_BYTES / sizeof(T)];
     HWY_ALIGN T pb[HWY_MAX_BYTES / sizeof(T)];
     HWY_ALIGN T gb[HWY_MAX_BYTES / sizeof(T)];
+#if HWY_TARGET <= HWY_AVX3
+    // Masked loads / stores (fault-free past the end): rows that are not a
+    // multiple of the vector length pay two of these per row, so they matter.
+    // Masked-off lanes are computed on zeros and never stored.
+    {
+      const auto m = hn::FirstN(d, k);
+      if (w) hn::Store(hn::MaskedLoad(m, d, w + i), d, wb);
+      if (p) hn::Store(hn::MaskedLoad(m, d, p + i), d, pb);
+      hn::BlendedStore(GradVec<kFromE, kSub, kW, kP>(d, hn::MaskedLoad(m, d, z + i), wb, pb, mx,
+                                                     alpha, bp, b),
+                       m, d, g + i);
+      return;
+    }
+#endif
     for (size_t j = 0; j < L; ++j) {
       zb[j] = j < k ? z[i + j] : (kFromE ? T(0) : -std::numeric_limits<T>::infinity());
       wb[j] = (w && j < k) ? w[i + j] : T(0);

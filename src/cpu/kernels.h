@@ -10,12 +10,17 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace xent::cpu {
 
 // Columns per chunk: a multiple of every vector length × block, 128 KiB of
-// float32 (stays in L2 between the statistics and the gradient pass).
+// float32 (stays in L2 between the statistics and the gradient pass). Rows up
+// to kFixedRefMax columns find their maximum first and never rescale; longer
+// rows start every later chunk at the maximum of their first chunk. (Chunks of
+// 4096 and 8192 with software prefetch of the next chunk were measured too:
+// no faster on this machine, see docs/performance.md.)
 inline constexpr std::size_t kChunk = 32768;
 
 // What one pass over a chunk of logits z[0, n) learns. The coefficient of
@@ -48,7 +53,13 @@ struct CoefSpec {
   // (always at least one, starting at 0).
   void* e_out = nullptr;
   std::vector<Segment>* segments = nullptr;
+  // The exp reference to start from (the maximum of the row's first chunk,
+  // for its later chunks), so that a row's later chunks rarely rescale. If
+  // -inf, a chunk of up to kFixedRefMax elements finds its own maximum
+  // first (no rescaling at all), a longer one starts at its first block.
+  double init_ref = -std::numeric_limits<double>::infinity();
 };
+inline constexpr std::size_t kFixedRefMax = 8192;
 
 // g_j = alpha·exp(z_j − max) − (w ? w_j : 1)·(p ? beta_p·p_j + beta : beta),
 // or, with from_exp, alpha·e_j − (...) where e_j are stored exp values.
