@@ -16,6 +16,7 @@
 
 #include "common.cuh"
 #include "host_util.h"
+#include "reduce_loss.h"
 #include "xent/cuda.h"
 
 namespace xent::cuda_detail {
@@ -329,24 +330,12 @@ CrossEntropyResult cross_entropy_loss(const MatrixView& logits, const Targets& t
   using namespace cuda_detail;
   const CeRun run = run_ce("cuda::cross_entropy_loss", logits, targets, options, outputs, nullptr,
                            static_cast<cudaStream_t>(stream));
-  const bool mean = options.reduction == Reduction::kMean;
-  const double empty = options.empty_mean == EmptyMean::kNaN ? __builtin_nan("") : 0.0;
   CrossEntropyResult res;
   const Totals& t = run.totals;
   res.count = t.count;
   res.weight_sum = t.weight_sum;
   res.correct = options.compute_accuracy && targets.kind != Targets::Kind::kSoft ? t.correct : 0;
-  if (mean) {
-    const bool ce_empty = !(t.weight_sum > 0), z_empty = t.count == 0;
-    const double ce_part = ce_empty ? empty : t.ce / t.weight_sum;
-    const double z_part = z_empty ? empty : t.zl / static_cast<double>(t.count);
-    res.z_loss = options.z_loss > 0 ? z_part : 0.0;
-    res.loss = ce_part + res.z_loss;
-    if (ce_empty && options.empty_mean == EmptyMean::kZero) res.loss = res.z_loss;
-  } else {
-    res.z_loss = t.zl;
-    res.loss = t.ce + t.zl;
-  }
+  detail::reduce_loss(options, t.ce, t.zl, t.weight_sum, t.count, res);
   return res;
 }
 

@@ -47,18 +47,7 @@ double norm_tolerance(DType dt, std::int64_t k) {
 
 std::int64_t check_matrix(const char* fn, const char* what, const void* data, DType dt,
                           std::int64_t rows, std::int64_t cols, std::int64_t stride) {
-  if (dt != DType::kF32 && dt != DType::kF64 && dt != DType::kBF16 && dt != DType::kF16)
-    fail_arg(fn, std::string(what) + " has an invalid dtype");
-  if (rows < 0 || cols < 0)
-    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": " + what + " has a negative shape " +
-                                        std::to_string(rows) + "×" + std::to_string(cols));
-  const std::int64_t s = stride == 0 ? cols : stride;
-  if (s < cols)
-    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": " + what + ".row_stride = " +
-                                        std::to_string(stride) + " is less than cols = " +
-                                        std::to_string(cols));
-  if (rows > 0 && cols > 0 && data == nullptr) fail_arg(fn, std::string(what) + ".data is null");
-  return s;
+  return detail::check_matrix_stride(fn, what, data, dt, rows, cols, stride);  // as the CPU path
 }
 
 namespace {

@@ -20,6 +20,7 @@
 
 #include "common.cuh"
 #include "host_util.h"
+#include "reduce_loss.h"
 #include "xent/cuda.h"
 
 namespace xent::cuda_detail {
@@ -282,9 +283,8 @@ LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden, const Ma
   LinearCrossEntropyResult res;
   res.algorithm = LinearCrossEntropyAlgorithm::kVocabTiled;
   const bool mean = o.reduction == Reduction::kMean;
-  const double empty = o.empty_mean == EmptyMean::kNaN ? __builtin_nan("") : 0.0;
   if (N == 0) {
-    res.loss = mean ? empty : 0.0;
+    detail::reduce_loss(o, 0.0, 0.0, 0.0, 0, res);
     return res;
   }
   // Block shape: all rows when the budget allows 256 columns of them, tiles
@@ -407,17 +407,7 @@ LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden, const Ma
   res.count = t.count;
   res.weight_sum = t.weight_sum;
   res.correct = o.compute_accuracy ? t.correct : 0;
-  if (mean) {
-    const bool ce_empty = !(t.weight_sum > 0), z_empty = t.count == 0;
-    const double ce_part = ce_empty ? empty : t.ce / t.weight_sum;
-    const double z_part = z_empty ? empty : t.zl / static_cast<double>(t.count);
-    res.z_loss = o.z_loss > 0 ? z_part : 0.0;
-    res.loss = ce_part + res.z_loss;
-    if (ce_empty && o.empty_mean == EmptyMean::kZero) res.loss = res.z_loss;
-  } else {
-    res.z_loss = t.zl;
-    res.loss = t.ce + t.zl;
-  }
+  detail::reduce_loss(o, t.ce, t.zl, t.weight_sum, t.count, res);
   if (!want_grad) return res;
 
   // Pass 2: gradients, accumulated into zeroed outputs.

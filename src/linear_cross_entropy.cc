@@ -29,6 +29,7 @@
 #include "blas.h"
 #include "cpu/convert.h"
 #include "cpu/kernels.h"
+#include "reduce_loss.h"
 #include "validate.h"
 
 namespace xent {
@@ -366,25 +367,12 @@ Plan make_plan(const MatrixView& hidden, const MatrixView& weight, const float* 
   return pl;
 }
 
-double empty_value(const CrossEntropyOptions& o) {
-  return o.empty_mean == EmptyMean::kNaN ? std::numeric_limits<double>::quiet_NaN() : 0.0;
-}
-
 // The reduced loss from the summed CE and z parts (as cross_entropy_loss).
 void finish_result(const Plan& pl, double ce, double zl, LinearCrossEntropyResult& res) {
   const CrossEntropyOptions& o = *pl.o;
   res.count = pl.count;
   res.weight_sum = pl.wsum;
-  if (pl.mean) {
-    const double ce_part = pl.ce_empty ? empty_value(o) : ce / pl.wsum;
-    const double z_part = pl.z_empty ? empty_value(o) : zl / static_cast<double>(pl.count);
-    res.z_loss = o.z_loss > 0 ? z_part : 0.0;
-    res.loss = ce_part + res.z_loss;
-    if (pl.ce_empty && o.empty_mean == EmptyMean::kZero) res.loss = res.z_loss;
-  } else {
-    res.z_loss = zl;
-    res.loss = ce + zl;
-  }
+  detail::reduce_loss(o, ce, zl, pl.wsum, pl.count, res);
 }
 
 std::size_t budget_bytes(const Plan& pl) {

@@ -22,6 +22,7 @@
 #include "blas.h"
 #include "cpu/convert.h"
 #include "linear_cross_entropy_sharded.h"
+#include "reduce_loss.h"
 #include "validate.h"
 #include "vocab_parallel_internal.h"
 
@@ -243,17 +244,7 @@ LinearCrossEntropyResult linear_cross_entropy_sharded(const MatrixView& hidden,
   res.count = s.count;
   res.weight_sum = s.wsum;
   res.correct = correct;
-  if (mean) {
-    const double empty = o.empty_mean == EmptyMean::kNaN ? std::nan("") : 0.0;
-    const double ce_part = ce_empty ? empty : ce_sum / s.wsum;
-    const double z_part = z_empty ? empty : z_sum / double(s.count);
-    res.z_loss = o.z_loss > 0 ? z_part : 0.0;
-    res.loss = ce_part + res.z_loss;
-    if (ce_empty && o.empty_mean == EmptyMean::kZero) res.loss = res.z_loss;
-  } else {
-    res.z_loss = z_sum;
-    res.loss = ce_sum + z_sum;
-  }
+  detail::reduce_loss(o, ce_sum, z_sum, s.wsum, s.count, res);
   return res;
 }
 

@@ -22,6 +22,7 @@
 
 #include "cpu/convert.h"
 #include "cpu/kernels.h"
+#include "reduce_loss.h"
 #include "validate.h"
 
 namespace xent {
@@ -55,6 +56,28 @@ const char* ReductionName(Reduction r) noexcept {
   return "unknown";
 }
 
+namespace detail {
+
+std::int64_t check_matrix_stride(const char* fn, const char* what, const void* data, DType dtype,
+                                 std::int64_t rows, std::int64_t cols, std::int64_t stride) {
+  if (dtype != DType::kF32 && dtype != DType::kF64 && dtype != DType::kBF16 &&
+      dtype != DType::kF16)
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + what + " has an invalid dtype");
+  if (rows < 0 || cols < 0)
+    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": " + what + " has a negative shape " +
+                                        std::to_string(rows) + "×" + std::to_string(cols));
+  const std::int64_t s = stride == 0 ? cols : stride;
+  if (s < cols)
+    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": " + what + ".row_stride = " +
+                                        std::to_string(stride) + " is less than cols = " +
+                                        std::to_string(cols));
+  if (rows > 0 && cols > 0 && data == nullptr)
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + what + ".data is null");
+  return s;
+}
+
+}  // namespace detail
+
 namespace {
 
 using detail::fail;
@@ -67,10 +90,6 @@ std::int64_t row_block(std::int64_t n) { return std::clamp<std::int64_t>(n / 64,
 // Gradients larger than this go out with streaming (non-temporal) stores: they
 // would not stay in cache anyway, and streaming saves the read-for-ownership.
 constexpr std::size_t kStreamBytes = std::size_t{16} << 20;
-
-bool valid_dtype(DType d) {
-  return d == DType::kF32 || d == DType::kF64 || d == DType::kBF16 || d == DType::kF16;
-}
 
 // ------------------------------------------------------------ element access
 
@@ -186,19 +205,7 @@ struct Shape {
 
 Shape check_matrix(const char* fn, const char* what, const void* data, DType dtype,
                    std::int64_t rows, std::int64_t cols, std::int64_t stride) {
-  if (!valid_dtype(dtype))
-    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + what + " has an invalid dtype");
-  if (rows < 0 || cols < 0)
-    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": " + what + " has a negative shape " +
-                                        std::to_string(rows) + "×" + std::to_string(cols));
-  const std::int64_t s = stride == 0 ? cols : stride;
-  if (s < cols)
-    fail(ErrorCode::kShapeMismatch, std::string(fn) + ": " + what + ".row_stride = " +
-                                        std::to_string(stride) + " is less than cols = " +
-                                        std::to_string(cols));
-  if (rows > 0 && cols > 0 && data == nullptr)
-    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + what + ".data is null");
-  return {rows, cols, s};
+  return {rows, cols, detail::check_matrix_stride(fn, what, data, dtype, rows, cols, stride)};
 }
 
 // An output may be exactly the input (in place) or disjoint from it.
@@ -1121,10 +1128,6 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
   return dn;
 }
 
-double empty_value(const CrossEntropyOptions& o) {
-  return o.empty_mean == EmptyMean::kNaN ? std::numeric_limits<double>::quiet_NaN() : 0.0;
-}
-
 RunResult run(const Plan& pl, const CrossEntropyOutputs& outs, int nt) {
   if (pl.z.dtype == DType::kF64) return run_batch<double>(pl, outs, nt);
   return run_batch<float>(pl, outs, nt);
@@ -1160,23 +1163,12 @@ CrossEntropyResult cross_entropy_loss(const MatrixView& logits, const Targets& t
   pl.scale_ce = options.grad_scale * (mean ? (ce_empty ? 0.0 : 1.0 / dn.weight_sum) : 1.0);
   pl.scale_z = options.grad_scale * (mean ? (z_empty ? 0.0 : 1.0 / static_cast<double>(dn.count)) : 1.0);
   if (pl.sz.rows == 0) {
-    res.loss = mean ? empty_value(options) : 0.0;
-    res.z_loss = mean && options.z_loss > 0 ? empty_value(options) : 0.0;
+    detail::reduce_loss(options, 0.0, 0.0, dn.weight_sum, dn.count, res);
     return res;
   }
   const RunResult rr = run(pl, outputs, nt);
   res.correct = options.compute_accuracy && !pl.soft ? rr.correct : 0;
-  const double ce = rr.ce.value(), zl = rr.zl.value();
-  if (mean) {
-    const double ce_part = ce_empty ? empty_value(options) : ce / dn.weight_sum;
-    const double z_part = z_empty ? empty_value(options) : zl / static_cast<double>(dn.count);
-    res.z_loss = options.z_loss > 0 ? z_part : 0.0;
-    res.loss = ce_part + res.z_loss;
-    if (ce_empty && options.empty_mean == EmptyMean::kZero) res.loss = res.z_loss;
-  } else {
-    res.z_loss = zl;
-    res.loss = ce + zl;
-  }
+  detail::reduce_loss(options, rr.ce.value(), rr.zl.value(), dn.weight_sum, dn.count, res);
   return res;
 }
 

@@ -12,11 +12,18 @@
 
 #include "xent/core.h"
 #include "xent/error.h"
+#include "xent/loss.h"
 
 namespace xent::detail {
 
 [[noreturn]] void fail(ErrorCode code, const std::string& message);
 std::string fmt_num(double v);  // shortest round-trip form ("nan", "inf" too)
+
+// A matrix argument of a batch entry point: one of the four dtypes, shape
+// ≥ 0, row_stride 0 (packed) or ≥ cols, data non-null unless empty. Returns
+// the row stride in elements. (Defined in loss.cc.)
+std::int64_t check_matrix_stride(const char* fn, const char* what, const void* data, DType dtype,
+                                 std::int64_t rows, std::int64_t cols, std::int64_t stride);
 
 [[noreturn]] void fail_nonfinite(const char* fn, const char* what,
                                  std::size_t index, double value);

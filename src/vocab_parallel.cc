@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "reduce_loss.h"
 #include "validate.h"
 #include "vocab_parallel_internal.h"
 #include "xent/vocab_parallel.h"
@@ -528,18 +529,10 @@ CrossEntropyResult vocab_parallel_cross_entropy_scaled(const MatrixView& x, std:
   //    part over the non-ignored count, empty means per options.empty_mean).
   double ce_scale = 1, z_scale = 1;
   if (o.reduction == Reduction::kMean) {
-    const bool ce_empty = !(res.weight_sum > 0), z_empty = res.count == 0;
-    const double empty = o.empty_mean == EmptyMean::kNaN
-                             ? std::numeric_limits<double>::quiet_NaN() : 0.0;
-    ce_scale = ce_empty ? 0 : 1 / res.weight_sum;
-    z_scale = z_empty ? 0 : 1 / double(res.count);
-    const double ce_part = ce_empty ? empty : ce_total * ce_scale;
-    res.z_loss = o.z_loss > 0 ? (z_empty ? empty : z_total * z_scale) : 0;
-    res.loss = (ce_empty && o.empty_mean != EmptyMean::kNaN) ? res.z_loss : ce_part + res.z_loss;
-  } else {
-    res.z_loss = z_total;
-    res.loss = ce_total + z_total;
+    ce_scale = res.weight_sum > 0 ? 1 / res.weight_sum : 0;
+    z_scale = res.count > 0 ? 1 / double(res.count) : 0;
   }
+  reduce_loss(o, ce_total, z_total, res.weight_sum, res.count, res);
   if (scales) {  // a chunk of a larger batch: the caller's gradient scales
     ce_scale = scales->ce;
     z_scale = scales->z;
