@@ -309,27 +309,6 @@ std::int64_t target_of(const Plan& pl, std::int64_t r) {
                 : static_cast<const std::int32_t*>(pl.targets)[r];
 }
 
-// Merges chunk statistics in chunk order (exact max, rescaled sums).
-cpu::ChunkStats merge(const cpu::ChunkStats& x, const cpu::ChunkStats& y) {
-  cpu::ChunkStats m;
-  m.max = std::max(x.max, y.max);
-  auto part = [&](const cpu::ChunkStats& c, double& s, double& dot) {
-    if (c.sum_exp > 0) s += c.max == m.max ? c.sum_exp : c.sum_exp * std::exp(c.max - m.max);
-    dot += c.coef_dot;
-    if (c.coef_sum != 0) dot += c.coef_sum * (m.max - c.max);
-  };
-  double s = 0, dot = 0;
-  part(x, s, dot);
-  part(y, s, dot);
-  m.sum_exp = s;
-  m.coef_dot = dot;
-  m.coef_sum = x.coef_sum + y.coef_sum;
-  m.p_sum = x.p_sum + y.p_sum;
-  m.p_bad = x.p_bad || y.p_bad;
-  m.nonfinite = x.nonfinite || y.nonfinite;
-  return m;
-}
-
 // Per-thread staging buffers for rows that are not in the compute type.
 template <class T>
 struct Scratch {
@@ -853,7 +832,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
             };
             cpu::ChunkStats st = stats(0, -kInf);
             const double first_max = st.max;
-            for (std::size_t c = 1; c < pl.nchunks; ++c) st = merge(st, stats(c, first_max));
+            for (std::size_t c = 1; c < pl.nchunks; ++c) st = cpu::MergeStats(st, stats(c, first_max));
             eng.finalize(r, st, rs);
             if (rs.err != RowError::kNone && !(ignored && rs.err == RowError::kNonFinite)) {
               note_error(tid, r, rs.err);
@@ -932,7 +911,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       }
       const std::size_t base = static_cast<std::size_t>(r) * pl.nchunks;
       cpu::ChunkStats m = st[base];
-      for (std::size_t c = 1; c < pl.nchunks; ++c) m = merge(m, st[base + c]);
+      for (std::size_t c = 1; c < pl.nchunks; ++c) m = cpu::MergeStats(m, st[base + c]);
       eng.finalize(r, m, rs);
       if (rs.err != RowError::kNone && !(ignored && rs.err == RowError::kNonFinite)) {
         note_error(0, r, rs.err);

@@ -88,27 +88,13 @@ bool use_simd_path(const MatrixView& x, const CrossEntropyOptions& o,
          (out.grad.data == nullptr || out.grad.dtype == x.dtype);
 }
 
-// One row's local statistics: max, Σ exp(z − max), and with smoothing
-// Σ w_j and Σ w_j (max − z_j).
-struct LocalRow {
-  double max = -kInf, sum = 0, coef_sum = 0, coef_dot = 0;
-  bool nonfinite = false;
-};
-
-// Folds (mx, sum, csum, cdot) into `acc`, exactly as the fused loss merges
-// its chunks (max first, then the rescaled sums). A part whose logits are
-// all -inf contributes Σ w_j (max − (−inf)) = +inf when it has weight.
-void fold(LocalRow& acc, double mx, double sum, double csum, double cdot, bool nonfinite) {
-  const double M = std::max(acc.max, mx);
-  double s = 0, dot = 0;
-  auto part = [&](double pm, double ps, double pcs, double pcd) {
-    if (ps > 0) s += ps * std::exp(pm - M);
-    if (pm == -kInf) dot += pcs > 0 ? kInf : 0.0;
-    else dot += pcd + (pcs != 0 ? pcs * (M - pm) : 0.0);
-  };
-  part(acc.max, acc.sum, acc.coef_sum, acc.coef_dot);
-  part(mx, sum, csum, cdot);
-  acc = {M, s, acc.coef_sum + csum, dot, acc.nonfinite || nonfinite};
+// A row's local statistics are the fused loss's cpu::ChunkStats (max,
+// Σ exp(z − max), and with smoothing Σ w_j and Σ w_j (max − z_j)), merged
+// over its chunks with cpu::MergeStats. An empty shard: max -inf, sums 0.
+cpu::ChunkStats empty_stats() {
+  cpu::ChunkStats st;
+  st.max = -kInf;
+  return st;
 }
 
 template <class T>
@@ -117,8 +103,8 @@ const T* row_ptr_of(const MatrixView& x, std::int64_t r) {
 }
 
 template <class T>
-LocalRow local_row_stats(const T* z, std::int64_t n, const T* w, bool want_coef) {
-  LocalRow acc;
+cpu::ChunkStats local_row_stats(const T* z, std::int64_t n, const T* w, bool want_coef) {
+  cpu::ChunkStats acc = empty_stats();
   for (std::int64_t j0 = 0; j0 < n; j0 += static_cast<std::int64_t>(cpu::kChunk)) {
     const std::size_t len =
         static_cast<std::size_t>(std::min<std::int64_t>(cpu::kChunk, n - j0));
@@ -130,7 +116,7 @@ LocalRow local_row_stats(const T* z, std::int64_t n, const T* w, bool want_coef)
       cpu::ChunkStatsF32(z + j0, len, cs, &st);
     else
       cpu::ChunkStatsF64(z + j0, len, cs, &st);
-    fold(acc, st.max, st.sum_exp, st.coef_sum, st.coef_dot, st.nonfinite);
+    acc = cpu::MergeStats(acc, st);
   }
   return acc;
 }
@@ -138,8 +124,8 @@ LocalRow local_row_stats(const T* z, std::int64_t n, const T* w, bool want_coef)
 // The same statistics in plain float64 (rows the kernel flags as possibly
 // non-finite; +inf max if one really is).
 template <class T>
-LocalRow local_row_stats_scalar(const T* z, std::int64_t n, const T* w, bool want_coef) {
-  LocalRow acc;
+cpu::ChunkStats local_row_stats_scalar(const T* z, std::int64_t n, const T* w, bool want_coef) {
+  cpu::ChunkStats acc = empty_stats();
   for (std::int64_t j = 0; j < n; ++j)
     if (std::isnan(double(z[j])) || double(z[j]) == kInf) {
       acc.max = kInf;
@@ -150,7 +136,7 @@ LocalRow local_row_stats_scalar(const T* z, std::int64_t n, const T* w, bool wan
     }
   for (std::int64_t j = 0; j < n; ++j) {
     const double v = z[j], wj = w ? double(w[j]) : 1.0;
-    if (acc.max > -kInf) acc.sum += std::exp(v - acc.max);
+    if (acc.max > -kInf) acc.sum_exp += std::exp(v - acc.max);
     if (want_coef && wj != 0) {
       acc.coef_sum += wj;
       acc.coef_dot += wj * (acc.max - v);
@@ -163,16 +149,16 @@ LocalRow local_row_stats_scalar(const T* z, std::int64_t n, const T* w, bool wan
 // (the lowest such row, naming its first bad column); an ignored one gets
 // max = +inf (its lse is then reported NaN, as on the scalar path).
 template <class T>
-std::vector<LocalRow> local_stats(const MatrixView& x, std::int64_t offset, const Targets& targets,
-                                  const CrossEntropyOptions& o, const T* w, bool want_coef,
-                                  int nt) {
+std::vector<cpu::ChunkStats> local_stats(const MatrixView& x, std::int64_t offset, const Targets& targets,
+                                         const CrossEntropyOptions& o, const T* w,
+                                         bool want_coef, int nt) {
   const std::int64_t N = x.rows, Vr = x.cols;
-  std::vector<LocalRow> loc(static_cast<std::size_t>(N));
+  std::vector<cpu::ChunkStats> loc(static_cast<std::size_t>(N));
   std::int64_t bad = N;
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(min : bad)
   for (std::int64_t r = 0; r < N; ++r) {
     const T* z = row_ptr_of<T>(x, r);
-    LocalRow lr = local_row_stats(z, Vr, w, want_coef);
+    cpu::ChunkStats lr = local_row_stats(z, Vr, w, want_coef);
     if (lr.nonfinite) lr = local_row_stats_scalar(z, Vr, w, want_coef);
     if (lr.nonfinite && target_of(targets, r) != o.ignore_index) bad = std::min(bad, r);
     loc[static_cast<std::size_t>(r)] = lr;
@@ -333,7 +319,7 @@ CrossEntropyResult vocab_parallel_cross_entropy_scaled(const MatrixView& x, std:
   const int ntp = x.rows * x.cols < (std::int64_t{1} << 16) ? 1 : nt;
   // With smoothing the sums need Σ w_j (max − z_j) (b > 0 below).
   const bool want_coef = o.label_smoothing > 0 && (o.smoothing == Smoothing::kUniform || V > 1);
-  std::vector<LocalRow> loc;       // the SIMD path's local row statistics
+  std::vector<cpu::ChunkStats> loc;  // the SIMD path's local row statistics
   const float* w32 = nullptr;      // this shard's class weights, in the logits' type
   std::vector<double> w64;
   if (simd && o.class_weight && offset >= 0 && offset + x.cols <= V) {
@@ -414,19 +400,20 @@ CrossEntropyResult vocab_parallel_cross_entropy_scaled(const MatrixView& x, std:
   std::vector<double> sums(K * N + 1, 0.0);
   if (simd) {
     // This rank's share of each sum from its local statistics: the partial
-    // Σ exp rescaled to the global max, Σ w (m − z) shifted to it.
+    // Σ exp and Σ w (m − z) taken to the global max m, by merging with an
+    // empty part whose max is m.
 #pragma omp parallel for num_threads(ntp) schedule(static)
     for (std::int64_t r = 0; r < N; ++r) {
       if (!std::isfinite(m[r])) continue;
-      const LocalRow& lr = loc[r];
+      cpu::ChunkStats at_m = empty_stats();
+      at_m.max = m[r];
+      const cpu::ChunkStats lr = cpu::MergeStats(loc[r], at_m);
       const std::int64_t y = target_of(targets, r);
       double* s = &sums[K * r];
-      if (lr.sum > 0) s[0] = lr.sum * std::exp(lr.max - m[r]);
+      s[0] = lr.sum_exp;
       if (y >= offset && y < offset + Vr) s[1] = load(x, r, y - offset);
-      if (K0 == 3)
-        s[2] = lr.max == -kInf ? (lr.coef_sum > 0 ? kInf : 0.0)
-                               : lr.coef_dot + lr.coef_sum * (m[r] - lr.max);
-      if (acc && lr.max == m[N + r])  // this rank holds the row's maximum
+      if (K0 == 3) s[2] = lr.coef_dot;
+      if (acc && loc[r].max == m[N + r])  // this rank holds the row's maximum
         for (std::int64_t c = 0; c < Vr; ++c)
           if (load(x, r, c) == m[N + r]) {
             if (offset + c == y) s[K0] = 1;

@@ -8,6 +8,8 @@
 // every reduction order are fixed, the bits do not depend on the threads.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -35,6 +37,33 @@ struct ChunkStats {
   bool p_bad = false;    // some p_j is NaN or outside [0, 1]
   bool nonfinite = false;  // NaN or +inf may be present: the caller rescans
 };
+
+// Merges the statistics of two parts of a row, in column order: the exact
+// max, the sums rescaled to it. A part whose logits are all -inf adds
+// Σ c_j (max − (−inf)) = +inf to coef_dot when it has weight (also when the
+// merged max is still -inf: a vocab-parallel shard can be all masked while
+// other ranks are not), else nothing.
+inline ChunkStats MergeStats(const ChunkStats& x, const ChunkStats& y) {
+  ChunkStats m;
+  m.max = std::max(x.max, y.max);
+  double s = 0, dot = 0;
+  for (const ChunkStats* c : {&x, &y}) {
+    if (c->sum_exp > 0) s += c->max == m.max ? c->sum_exp : c->sum_exp * std::exp(c->max - m.max);
+    if (c->max == -std::numeric_limits<double>::infinity()) {
+      if (c->coef_sum > 0) dot += std::numeric_limits<double>::infinity();
+    } else {
+      dot += c->coef_dot;
+      if (c->coef_sum != 0) dot += c->coef_sum * (m.max - c->max);
+    }
+  }
+  m.sum_exp = s;
+  m.coef_dot = dot;
+  m.coef_sum = x.coef_sum + y.coef_sum;
+  m.p_sum = x.p_sum + y.p_sum;
+  m.p_bad = x.p_bad || y.p_bad;
+  m.nonfinite = x.nonfinite || y.nonfinite;
+  return m;
+}
 
 // From `start` on (until the next segment), the chunk's exp values were
 // taken relative to `ref` (the running maximum at that point).
