@@ -7,15 +7,14 @@
 // combined, float32 and float64 logits, int64 and int32 targets. Every output
 // is also checked against the long-double reference (src/reference/).
 //
-// Known fused-loss bug (not this code's): with temperature != 1 and no
-// softcap, cross_entropy_loss writes NaN gradients at -inf (masked) logits,
-// where the true gradient (and the reference's) is 0. Those entries are
-// compared with the reference only, and counted in the summary line.
-//
 //   vocab_parallel_mpi_test             the comparison (exit 0 iff all pass)
 //   vocab_parallel_mpi_test --bad-target
 //       rank 1 alone gets an out-of-range target: every rank must leave the
 //       call with an xent::Error naming rank 1 and exit non-zero (3).
+//   vocab_parallel_mpi_test --bad-logit
+//       the same for a NaN logit in rank 1's shard (a counted row); rank 1's
+//       message must name the row and the GLOBAL column, and a NaN in an
+//       ignored row (rank 0) must not be an error.
 #include <mpi.h>
 
 #include <cmath>
@@ -40,7 +39,6 @@ using xent::DType;
 
 int g_failures = 0;
 int g_rank = 0;
-int g_known_fused_nan = 0;
 
 bool close(double got, double want, double rel, double abs) {
   if (std::isnan(want)) return std::isnan(got);
@@ -200,11 +198,6 @@ void run_case(const std::string& name, const CrossEntropyOptions& o, bool int32_
     expect(close(got_lse[r], ref_lse[r], rrel, rabs),
            tag + ": row_lse[" + std::to_string(r) + "] " + str(got_lse[r]) + " vs " + str(ref_lse[r]));
     for (std::int64_t c = 0; c < me.cols; ++c) {
-      const bool masked = full[r * V + me.offset + c] == -std::numeric_limits<T>::infinity();
-      if (masked && o.temperature != 1 && o.softcap == 0 && std::isnan(ref_grad[r * V + me.offset + c])) {
-        ++g_known_fused_nan;  // the fused-loss bug above; checked against the reference
-        continue;
-      }
       expect(close(grad[r * stride + c], ref_grad[r * V + me.offset + c], grel, gabs),
              tag + ": grad[" + std::to_string(r) + "][" + std::to_string(me.offset + c) + "] " +
                  str(grad[r * stride + c]) + " vs " + str(ref_grad[r * V + me.offset + c]));
@@ -294,6 +287,33 @@ int bad_target(xent::MpiCommunicator& comm) {
   return 0;  // the test script wants a non-zero exit: this fails it
 }
 
+int bad_logit(xent::MpiCommunicator& comm) {
+  const std::int64_t N = 4, V = 10;
+  const auto shards = make_shards(V, comm.size());
+  const Shard me = shards[comm.rank()];
+  std::vector<float> local(N * me.cols, 0.5f);
+  const std::vector<std::int64_t> t = {1, 2, 3, -100};  // row 3 is ignored
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  if (comm.rank() == 0 && me.cols > 0) local[3 * me.cols] = nan;  // ignored row: fine
+  if (comm.rank() == 1 && me.cols > 1) local[2 * me.cols + 1] = nan;  // counted row 2
+  try {
+    xent::vocab_parallel_cross_entropy({local.data(), DType::kF32, N, me.cols, 0}, me.offset, V,
+                                       xent::Targets::Index(t.data()), {}, comm);
+  } catch (const xent::Error& e) {
+    std::fprintf(stderr, "rank %d: xent::Error (%s): %s\n", comm.rank(),
+                 xent::ErrorCodeName(e.code()), e.what());
+    const std::string want = "local_logits[2][1] (global column " +
+                             std::to_string(me.offset + 1) + ") = nan";
+    if (comm.rank() == 1 && std::string(e.what()).find(want) == std::string::npos) {
+      std::fprintf(stderr, "rank 1: the message does not name \"%s\"\n", want.c_str());
+      return 0;  // fails the test
+    }
+    return 3;
+  }
+  std::fprintf(stderr, "rank %d: no error was raised\n", comm.rank());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -304,14 +324,15 @@ int main(int argc, char** argv) {
     g_rank = comm.rank();
     if (argc > 1 && std::strcmp(argv[1], "--bad-target") == 0) {
       rc = bad_target(comm);
+    } else if (argc > 1 && std::strcmp(argv[1], "--bad-logit") == 0) {
+      rc = bad_logit(comm);
     } else {
-      double f[2] = {double(compare_all(comm)), double(g_known_fused_nan)};
-      comm.allreduce_sum(f, 2);
+      double failed = compare_all(comm);
+      comm.allreduce_sum(&failed, 1);
       if (comm.rank() == 0)
-        std::printf("vocab_parallel_mpi_test: %d ranks, %s (%g failed checks in all; %g "
-                    "NaN gradients of the fused loss at masked logits skipped)\n",
-                    comm.size(), f[0] == 0 ? "all passed" : "FAILED", f[0], f[1]);
-      rc = f[0] == 0 ? 0 : 1;
+        std::printf("vocab_parallel_mpi_test: %d ranks, %s (%g failed checks in all)\n",
+                    comm.size(), failed == 0 ? "all passed" : "FAILED", failed);
+      rc = failed == 0 ? 0 : 1;
     }
   }
   MPI_Finalize();
