@@ -40,6 +40,90 @@ HWY_INLINE void CopyOut(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, 
   for (; i < n; ++i) dst[i] = src[i];
 }
 
+#if HWY_TARGET <= HWY_AVX3
+// In-register transpose of a 16×16 float block: r[i] holds row i on entry
+// and column i on exit (its own inverse). Four rounds of 16 shuffles: pairs
+// of rows interleaved by float, then by float pair (each 128-bit lane now
+// holds one column of 4 rows), then the 128-bit lanes regrouped twice.
+HWY_INLINE void Transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+    const __m512d c = _mm512_castps_pd(t[i + 2]), e = _mm512_castps_pd(t[i + 3]);
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+}
+#endif
+
+// cols[j·L + l] = src[l·stride + j] for the tile's L rows and V ≤ kSmallV
+// columns. AVX-512: row loads (masked to the V columns: any stride, nothing
+// read past a row's end) and 16×16 register transposes; on Zen 4 the V
+// gathers they replace took a third of the tile's time (perf). Other
+// targets gather.
+template <class D>
+HWY_INLINE void LoadColumns(D d, const float* HWY_RESTRICT src, size_t stride, size_t V,
+                            float* HWY_RESTRICT cols) {
+  const size_t L = hn::Lanes(d);
+#if HWY_TARGET <= HWY_AVX3
+  static_assert(HWY_MAX_BYTES == 64, "AVX-512: 16 float lanes");
+  (void)L;
+  for (size_t c0 = 0; c0 < V; c0 += 16) {
+    const size_t nv = V - c0 < 16 ? V - c0 : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << nv) - 1u);
+    __m512 r[16];
+    for (size_t l = 0; l < 16; ++l) r[l] = _mm512_maskz_loadu_ps(m, src + l * stride + c0);
+    Transpose16x16(r);
+    for (size_t j = 0; j < nv; ++j) _mm512_store_ps(cols + (c0 + j) * 16, r[j]);
+  }
+#else
+  const hn::RebindToSigned<D> di;
+  const auto idx = hn::Mul(hn::Iota(di, 0), hn::Set(di, static_cast<int32_t>(stride)));
+  for (size_t j = 0; j < V; ++j) hn::Store(hn::GatherIndex(d, src + j, idx), d, cols + j * L);
+#endif
+}
+
+// dst[l·V + j] = cols[j·L + l]: the inverse of LoadColumns, into a packed
+// L×V tile (AVX-512: register transposes and masked row stores, replacing
+// scatters, a fifth of the tile's time; else scatters).
+template <class D>
+HWY_INLINE void StoreRows(D d, const float* HWY_RESTRICT cols, size_t V, float* HWY_RESTRICT dst) {
+  const size_t L = hn::Lanes(d);
+#if HWY_TARGET <= HWY_AVX3
+  (void)L;
+  for (size_t c0 = 0; c0 < V; c0 += 16) {
+    const size_t nv = V - c0 < 16 ? V - c0 : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << nv) - 1u);
+    __m512 r[16];
+    for (size_t j = 0; j < 16; ++j) r[j] = j < nv ? _mm512_load_ps(cols + (c0 + j) * 16) : _mm512_setzero_ps();
+    Transpose16x16(r);
+    for (size_t l = 0; l < 16; ++l) _mm512_mask_storeu_ps(dst + l * V + c0, m, r[l]);
+  }
+#else
+  const hn::RebindToSigned<D> di;
+  const auto idx = hn::Mul(hn::Iota(di, 0), hn::Set(di, static_cast<int32_t>(V)));
+  for (size_t j = 0; j < V; ++j) hn::ScatterIndex(hn::Load(d, cols + j * L), d, dst + j, idx);
+#endif
+}
+
 struct TileResult {
   bool error = false;
   size_t error_lane = 0;
@@ -69,9 +153,9 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
   const float kNegInf = -std::numeric_limits<float>::infinity();
   auto m = hn::Set(d, kNegInf);
   auto xsum = hn::Zero(d);
+  LoadColumns(d, zb, static_cast<size_t>(zs), V, zbuf);
   for (size_t j = 0; j < V; ++j) {
-    const auto z = hn::GatherIndex(d, zb + j, idx);
-    hn::Store(z, d, zbuf + j * L);
+    const auto z = hn::Load(d, zbuf + j * L);
     m = hn::Max(m, z);
     xsum = hn::Add(xsum, z);
   }
@@ -99,7 +183,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
   Wide<D> s(d), dsum(d), csum(d), psum(d);
   const bool soft = pb != nullptr;
   auto pbad = hn::FirstN(d, 0);
-  const auto pidx = hn::Mul(hn::Iota(di, 0), hn::Set(di, ps));
+  if (soft) LoadColumns(d, pb, static_cast<size_t>(ps), V, cbuf);  // p, then c in place
   auto am = hn::Set(d, -1.0f);
   auto found = hn::FirstN(d, 0);
   for (size_t j = 0; j < V; ++j) {
@@ -108,7 +192,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     hn::Store(e, d, ebuf + j * L);
     s.Add(d, e);
     if (soft) {
-      const auto p = hn::GatherIndex(d, pb + j, pidx);
+      const auto p = hn::Load(d, cbuf + j * L);
       psum.Add(d, p);
       pbad = hn::Or(pbad, hn::Not(hn::And(hn::Ge(p, hn::Zero(d)), hn::Le(p, hn::Set(d, 1.0f)))));
       auto c = hn::MulAdd(hn::Set(d, static_cast<float>(sp.a)), p, hn::Set(d, static_cast<float>(sp.b)));
@@ -221,8 +305,8 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     const auto alpha = hn::IfThenElseZero(active, narrow(alpha_h));
     const auto gt_f = hn::IfThenElseZero(active, narrow(gt_h));
     const auto beta = hn::IfThenElseZero(active, hn::Set(d, static_cast<float>(sce * b)));
-    const auto gidx = hn::Mul(hn::Iota(di, 0), hn::Set(di, static_cast<int32_t>(V)));
     const auto sce_v = hn::Set(d, static_cast<float>(sce));
+    // Column j of the gradient overwrites column j of the exps (read first).
     for (size_t j = 0; j < V; ++j) {
       auto g = hn::Mul(alpha, hn::Load(d, ebuf + j * L));
       if (soft) {
@@ -231,9 +315,12 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
         const float wj = sp.weight ? sp.weight[j] : 1.0f;
         g = hn::NegMulAdd(beta, hn::Set(d, wj), g);
       }
-      hn::ScatterIndex(hn::IfThenElseZero(active, g), d, gt + j, gidx);  // ignored rows: 0
+      g = hn::IfThenElseZero(active, g);  // ignored rows: 0
+      // The target's own entry (0 in ignored rows, whose target reads as 0).
+      if (!soft) g = hn::IfThenElse(hn::RebindMask(d, hn::Eq(tv, hn::Set(di, static_cast<int32_t>(j)))), gt_f, g);
+      hn::Store(g, d, ebuf + j * L);
     }
-    if (!soft) hn::ScatterIndex(gt_f, d, gt, hn::Add(gidx, tv));
+    StoreRows(d, ebuf, V, gt);
   }
   return {};
 }
