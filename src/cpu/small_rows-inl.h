@@ -132,7 +132,7 @@ struct TileResult {
 
 // One tile: rows at zb + lane·zs (lane < L), targets tt[lane] (ignored rows
 // have active = false), gradient rows into gt (L×V, packed).
-template <class D>
+template <bool kSoft, bool kSmooth, bool kAcc, class D>
 TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb, int32_t zs,
                      const float* HWY_RESTRICT pb, int32_t ps,
                      const int32_t* HWY_RESTRICT tt, hn::Mask<D> active, hn::Mask<D> valid,
@@ -181,7 +181,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
   }
   const auto mref = hn::IfThenZeroElse(all_neg_inf, m);
   Wide<D> s(d), dsum(d), csum(d), psum(d);
-  const bool soft = pb != nullptr;
+  constexpr bool soft = kSoft;  // the options are template flags: no tests in the column loops
   auto pbad = hn::FirstN(d, 0);
   if (soft) LoadColumns(d, pb, static_cast<size_t>(ps), V, cbuf);  // p, then c in place
   auto am = hn::Set(d, -1.0f);
@@ -201,11 +201,11 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       csum.Add(d, c);
       // 0·(m − z) = 0 where z = -inf and the class has no mass.
       dsum.Add(d, hn::Mul(c, hn::IfThenElseZero(hn::Gt(c, hn::Zero(d)), hn::Sub(mref, z))));
-    } else if (sp.smoothing) {
+    } else if (kSmooth) {
       const float wj = sp.weight ? sp.weight[j] : 1.0f;
       if (wj > 0) dsum.Add(d, hn::Mul(hn::Set(d, wj), hn::Sub(mref, z)));  // ≥ 0
     }
-    if (sp.accuracy) {
+    if (kAcc) {
       const auto hit = hn::AndNot(found, hn::Eq(z, m));
       am = hn::IfThenElse(hit, hn::Set(d, static_cast<float>(j)), am);
       found = hn::Or(found, hit);
@@ -226,7 +226,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       if (!(std::fabs(ps_d[l] - 1.0) <= sp.p_tolerance)) return {true, l, 4};
     }
   }
-  if (sp.accuracy && !soft)
+  if (kAcc && !soft)
     correct += static_cast<int64_t>(hn::CountTrue(
         d, hn::And(hn::And(active, valid), hn::Eq(am, hn::ConvertTo(d, tv)))));
   const auto zt = hn::GatherIndex(d, zb, hn::Add(idx, tv));
@@ -256,7 +256,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     const auto nll = hn::Add(logs, hn::Sub(mw, ztw));
     const auto csw = h == 0 ? csum.lo : csum.hi;
     auto ce = hn::Mul(hn::Set(dw, a), hn::Mul(wtw, nll));
-    if (sp.smoothing) ce = hn::MulAdd(hn::Set(dw, b), hn::MulAdd(hn::Set(dw, C), logs, dw_sum), ce);
+    if (kSmooth) ce = hn::MulAdd(hn::Set(dw, b), hn::MulAdd(hn::Set(dw, C), logs, dw_sum), ce);
     if (soft) ce = hn::MulAdd(csw, logs, dw_sum);  // Σ c_j (lse − z_j)
     const auto zl = hn::Mul(hn::Set(dw, zc), hn::Mul(lse, lse));
     const auto A = soft ? csw : hn::MulAdd(hn::Set(dw, a), wtw, hn::Set(dw, b * C));
@@ -311,7 +311,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       auto g = hn::Mul(alpha, hn::Load(d, ebuf + j * L));
       if (soft) {
         g = hn::NegMulAdd(sce_v, hn::Load(d, cbuf + j * L), g);
-      } else if (sp.smoothing) {
+      } else if (kSmooth) {
         const float wj = sp.weight ? sp.weight[j] : 1.0f;
         g = hn::NegMulAdd(beta, hn::Set(d, wj), g);
       }
@@ -325,7 +325,8 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
   return {};
 }
 
-bool SmallRowsImpl(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* out) {
+template <bool kSoft, bool kSmooth, bool kAcc>
+bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* out) {
   using DF = hn::ScalableTag<float>;
   const DF d;
   const hn::RebindToSigned<DF> di;
@@ -342,15 +343,30 @@ bool SmallRowsImpl(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
   for (size_t r = r0; r < r1; r += L) {
     const size_t k = r1 - r < L ? r1 - r : L;
     HWY_ALIGN int32_t actv[HWY_MAX_BYTES / 4];
-    for (size_t l = 0; l < L; ++l) {
-      int64_t t = sp.ignore_index;
-      if (l < k && !sp.soft) t = sp.targets64 ? sp.targets64[r + l] : sp.targets32[r + l];
-      const bool act = l < k && (sp.soft || t != sp.ignore_index);
-      if (sp.soft) t = 0;
-      actv[l] = act ? -1 : 0;
-      tt[l] = act ? static_cast<int32_t>(t) : 0;
+    hn::Mask<DF> active;
+#if HWY_TARGET <= HWY_AVX3
+    if (!kSoft && k == L && sp.targets64) {
+      // A full tile's 16 int64 targets in two compares and two narrowing
+      // moves (values are in [0, V) or the ignore index, checked earlier).
+      const __m512i ig = _mm512_set1_epi64(sp.ignore_index);
+      const __m512i lo = _mm512_loadu_si512(sp.targets64 + r), hi = _mm512_loadu_si512(sp.targets64 + r + 8);
+      const __mmask8 mlo = _mm512_cmpneq_epi64_mask(lo, ig), mhi = _mm512_cmpneq_epi64_mask(hi, ig);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tt), _mm512_maskz_cvtepi64_epi32(mlo, lo));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tt + 8), _mm512_maskz_cvtepi64_epi32(mhi, hi));
+      active = hn::Mask<DF>{static_cast<__mmask16>(mlo | (static_cast<unsigned>(mhi) << 8))};
+    } else
+#endif
+    {
+      for (size_t l = 0; l < L; ++l) {
+        int64_t t = sp.ignore_index;
+        if (l < k && !kSoft) t = sp.targets64 ? sp.targets64[r + l] : sp.targets32[r + l];
+        const bool act = l < k && (kSoft || t != sp.ignore_index);
+        if (kSoft) t = 0;
+        actv[l] = act ? -1 : 0;
+        tt[l] = act ? static_cast<int32_t>(t) : 0;
+      }
+      active = hn::RebindMask(d, hn::MaskFromVec(hn::LoadU(di, actv)));
     }
-    const auto active = hn::RebindMask(d, hn::MaskFromVec(hn::LoadU(di, actv)));
     const auto valid = hn::FirstN(d, k);
     const float* zb = sp.logits + r * sp.logits_stride;
     int32_t zs = static_cast<int32_t>(sp.logits_stride);
@@ -375,7 +391,7 @@ bool SmallRowsImpl(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
         ps = static_cast<int32_t>(V);
       }
     }
-    const TileResult tr = SmallTile(d, sp, zb, zs, pb, ps, tt, active, valid, sp.grad ? gtile : nullptr,
+    const TileResult tr = SmallTile<kSoft, kSmooth, kAcc>(d, sp, zb, zs, pb, ps, tt, active, valid, sp.grad ? gtile : nullptr,
                                     sp.row_loss ? rl : nullptr, sp.row_lse ? rlse : nullptr,
                                     ce_acc, zl_acc, correct);
     if (tr.error) {
@@ -398,6 +414,14 @@ bool SmallRowsImpl(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
   out->zl = zl_acc.Total();
   out->correct = correct;
   return true;
+}
+
+bool SmallRowsImpl(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* out) {
+  const bool soft = sp.soft != nullptr, smooth = sp.smoothing && !soft, acc = sp.accuracy && !soft;
+  if (soft) return SmallRowsLoop<true, false, false>(sp, r0, r1, out);
+  if (smooth) return acc ? SmallRowsLoop<false, true, true>(sp, r0, r1, out)
+                         : SmallRowsLoop<false, true, false>(sp, r0, r1, out);
+  return acc ? SmallRowsLoop<false, false, true>(sp, r0, r1, out) : SmallRowsLoop<false, false, false>(sp, r0, r1, out);
 }
 
 #else   // HWY_SCALAR: no lanes to share; the caller uses the row-wise path.
