@@ -645,6 +645,9 @@ struct RunResult {
 };
 
 // Runs the whole batch; throws the first (lowest-row) error.
+// See run_batch: the longest interleaved rows whose exps are recomputed.
+inline constexpr std::int64_t kRecomputeMaxV = 65536;
+
 template <class T>
 RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthreads) {
   const std::int64_t N = pl.sz.rows;
@@ -684,9 +687,9 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       err_kind[static_cast<std::size_t>(tid)] = static_cast<int>(e);
     }
   };
-  auto make_scratch = [&](Scratch<T>& s, bool row_wise) {
+  auto make_scratch = [&](Scratch<T>& s, bool store_exps) {
     const std::size_t c = std::min(V, cpu::kChunk);
-    if (row_wise && want_grad && !pl.slow) s.e.resize(V);
+    if (store_exps && want_grad && !pl.slow) s.e.resize(V);
     if (pl.z.dtype != Engine<T>::kNative) s.z.resize(c);
     if (pl.soft && pl.p.dtype != Engine<T>::kNative) s.p.resize(c);
     if (want_grad && pl.g.dtype != Engine<T>::kNative) s.g.resize(c);
@@ -771,17 +774,27 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
 #pragma omp parallel num_threads(nthreads)
     {
       const int tid = omp_get_thread_num();
-      Scratch<T> s;
-      make_scratch(s, true);
       // Soft targets re-read their target row in the gradient pass, so they
       // write each row right after its statistics (measured faster: the
       // target row is still in L1). Short rows (< 4096 columns) alternate
       // reads and writes finely enough already (measured: interleaving was
       // 3% slower at V = 1000, 6-8% faster at V = 32000 and 128256).
       const bool pipe = want_grad && !pl.slow && !pl.soft && pl.sz.cols >= 4096;
+      // Interleaved rows of up to kRecomputeMaxV float32 logits (≤ 256 KiB,
+      // still in this core's L2 when the gradient pass comes back to them)
+      // recompute their exps from the logits instead of storing them: the
+      // same kernel ops on the same values, so the same bits, and one
+      // L2-resident store + load stream fewer beside the two DRAM streams,
+      // which is what limits these rows (measured, 2 threads: 4096×32000
+      // 36-39 ms instead of 41-51, 4096×50257 55 instead of 66-88; equal at
+      // 8192 columns; at 128256 columns, whose rows no longer stay in L2,
+      // 79-120 instead of 62-72, so longer rows keep the stored exps).
+      const bool recompute = pipe && pl.z.dtype == Engine<T>::kNative && pl.sz.cols <= kRecomputeMaxV;
+      Scratch<T> s;
+      make_scratch(s, !recompute);
       std::vector<T> e_other;  // the previous row's exps (swapped with s.e)
       std::vector<std::vector<cpu::Segment>> segs_other(pl.nchunks);
-      if (pipe) e_other.resize(s.e.size());
+      if (pipe && !recompute) e_other.resize(s.e.size());
       // Two row states: the row being read and the pending one (its
       // gradient still to write), swapped by index, never copied.
       RowState slot[2];
@@ -792,7 +805,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
         if (!pending) return;
         const RowState& prs = slot[cur ^ 1];
         eng.grad_chunk(pend_r, c, prs, s, segs_other[c],
-                       prs.ignored ? nullptr : e_other.data() + eng.chunk_begin(c));
+                       prs.ignored || recompute ? nullptr : e_other.data() + eng.chunk_begin(c));
       };
       auto pending_finish = [&]() {
         if (!pending) return;
@@ -825,7 +838,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
           } else {
             auto stats = [&](std::size_t c, double first_max) {
               cpu::ChunkStats cs = eng.stats_chunk(r, c, s, want_grad ? &s.segs[c] : nullptr,
-                                                   want_grad ? s.e.data() + eng.chunk_begin(c) : nullptr,
+                                                   want_grad && !recompute ? s.e.data() + eng.chunk_begin(c) : nullptr,
                                                    first_max);
               pending_grad(c);
               return cs;

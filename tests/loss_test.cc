@@ -370,6 +370,28 @@ TEST(CrossEntropyLoss, InPlaceGradient) {
   check_ce(big);
 }
 
+TEST(CrossEntropyLoss, InterleavedRowsBothGradientSources) {
+  // Rows of ≥ 4096 columns interleave the statistics of row r with the
+  // gradient of row r − 1; up to 65536 columns that gradient recomputes its
+  // exps from the logits, longer rows read the stored ones. Both, with one,
+  // two and three column chunks, a row whose maximum lies in a later chunk
+  // (a second exp reference), ignored rows, options, strides and in place.
+  for (std::int64_t v : {4099, 40000, 70001})
+    for (int variant = 0; variant < 3; ++variant) {
+      SCOPED_TRACE("V=" + std::to_string(v) + " variant=" + std::to_string(variant));
+      CeCase cc;
+      cc.N = 7;  // ≥ 2 rows per thread: the row-wise path
+      cc.V = v;
+      cc.ignore_every = 3;
+      if (variant == 1) cc.weights = true, cc.o.label_smoothing = 0.1, cc.o.z_loss = 1e-3, cc.stride = v + 5;
+      if (variant == 2) cc.inplace = true, cc.o.reduction = Reduction::kSum;
+      cc.logits = random_logits(cc.dt, cc.N, cc.V, cc.sigma, 40 + static_cast<unsigned>(variant), cc.stride);
+      cc.logits.set(1, v - 2, 40.0);  // row 1: its maximum in the last chunk
+      cc.logits.set(4, v / 2 + 1, 30.0);
+      check_ce(cc);
+    }
+}
+
 // ------------------------------------------------------------ extreme logits
 
 TEST(CrossEntropyLoss, ExtremeLogits) {
