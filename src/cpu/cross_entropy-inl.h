@@ -285,7 +285,14 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
   // taken pairwise in T (4 terms ≤ 1 each: ≤ 2 roundings, ≤ 2^-23 relative
   // to the block's own mass) and widened to fp64 once per block. A block
   // that reaches the reference has its exactly-1 terms counted apart.
+  const char* HWY_RESTRICT pf = static_cast<const char*>(spec.prefetch);
   for (; i + 4 * L <= n; i += 4 * L) {
+    if (pf) {
+      // The next row's lines, as many as this block's: the exp pass itself
+      // reads from L1 and so gives the hardware prefetcher nothing to follow.
+      const char* q = pf + i * sizeof(T);
+      for (size_t o = 0; o < 4 * L * sizeof(T); o += 64) hwy::Prefetch(q + o);
+    }
     const auto x0 = hn::LoadU(d, z + i);
     const auto x1 = hn::LoadU(d, z + i + L);
     const auto x2 = hn::LoadU(d, z + i + 2 * L);
@@ -423,6 +430,15 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
   const auto alpha = hn::Set(d, static_cast<T>(spec.alpha));
   const auto bp = hn::Set(d, static_cast<T>(spec.beta_p));
   const auto b = hn::Set(d, static_cast<T>(spec.beta));
+  // The target's entry, in the one vector that holds it (a predictable
+  // branch per vector; fix_index is -1 when there is none).
+  const size_t fix = spec.fix_index;
+  const T fix_value = static_cast<T>(spec.fix_value);
+  auto fixed = [&](size_t i, hn::Vec<D> g) {
+    if (HWY_UNLIKELY(fix - i < L))
+      g = hn::IfThenElse(hn::Eq(hn::Iota(d, T(0)), hn::Set(d, static_cast<T>(fix - i))), hn::Set(d, fix_value), g);
+    return g;
+  };
   // A partial vector through aligned stack buffers (prologue and tail).
   auto partial = [&](size_t i, size_t k) {
     HWY_ALIGN T zb[HWY_MAX_BYTES / sizeof(T)];
@@ -437,8 +453,8 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
       const auto m = hn::FirstN(d, k);
       if (w) hn::Store(hn::MaskedLoad(m, d, w + i), d, wb);
       if (p) hn::Store(hn::MaskedLoad(m, d, p + i), d, pb);
-      hn::BlendedStore(GradVec<kFromE, kSub, kW, kP>(d, hn::MaskedLoad(m, d, z + i), wb, pb, mx,
-                                                     alpha, bp, b),
+      hn::BlendedStore(fixed(i, GradVec<kFromE, kSub, kW, kP>(d, hn::MaskedLoad(m, d, z + i), wb, pb, mx,
+                                                              alpha, bp, b)),
                        m, d, g + i);
       return;
     }
@@ -448,9 +464,7 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
       wb[j] = (w && j < k) ? w[i + j] : T(0);
       pb[j] = (p && j < k) ? p[i + j] : T(0);
     }
-    hn::Store(GradVec<kFromE, kSub, kW, kP>(d, hn::Load(d, zb), wb, pb,
-                                          mx, alpha, bp, b),
-              d, gb);
+    hn::Store(fixed(i, GradVec<kFromE, kSub, kW, kP>(d, hn::Load(d, zb), wb, pb, mx, alpha, bp, b)), d, gb);
     for (size_t j = 0; j < k; ++j) g[i + j] = gb[j];
   };
   size_t i = 0;
@@ -471,12 +485,12 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
         const auto x1 = hn::LoadU(d, z + i + L);
         const auto g0 = GradVec<kFromE, kSub, kW, kP>(d, x0, At<kW>(w, i), At<kP>(p, i), mx, alpha, bp, b);
         const auto g1 = GradVec<kFromE, kSub, kW, kP>(d, x1, At<kW>(w, i + L), At<kP>(p, i + L), mx, alpha, bp, b);
-        hn::Stream(g0, d, g + i);
-        hn::Stream(g1, d, g + i + L);
+        hn::Stream(fixed(i, g0), d, g + i);
+        hn::Stream(fixed(i + L, g1), d, g + i + L);
       }
       for (; i + L <= n; i += L)
-        hn::Stream(GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i), mx,
-                                               alpha, bp, b),
+        hn::Stream(fixed(i, GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i),
+                                                        mx, alpha, bp, b)),
                    d, g + i);
     }
   }
@@ -485,12 +499,12 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
     const auto x1 = hn::LoadU(d, z + i + L);
     const auto g0 = GradVec<kFromE, kSub, kW, kP>(d, x0, At<kW>(w, i), At<kP>(p, i), mx, alpha, bp, b);
     const auto g1 = GradVec<kFromE, kSub, kW, kP>(d, x1, At<kW>(w, i + L), At<kP>(p, i + L), mx, alpha, bp, b);
-    hn::StoreU(g0, d, g + i);
-    hn::StoreU(g1, d, g + i + L);
+    hn::StoreU(fixed(i, g0), d, g + i);
+    hn::StoreU(fixed(i + L, g1), d, g + i + L);
   }
   for (; i + L <= n; i += L)
-    hn::StoreU(GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i), mx, alpha,
-                                           bp, b),
+    hn::StoreU(fixed(i, GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i), mx,
+                                                    alpha, bp, b)),
                d, g + i);
   if (i < n) partial(i, n - i);
 }

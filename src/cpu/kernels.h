@@ -87,6 +87,9 @@ struct CoefSpec {
   // -inf, a chunk of up to kFixedRefMax elements finds its own maximum
   // first (no rescaling at all), a longer one starts at its first block.
   double init_ref = -std::numeric_limits<double>::infinity();
+  // Optional: the next chunk the caller will read (n elements of the same
+  // type), fetched into L1 while this one's exps are computed.
+  const void* prefetch = nullptr;
 };
 inline constexpr std::size_t kFixedRefMax = 8192;
 
@@ -101,6 +104,11 @@ struct GradSpec {
   bool subtract = false;   // false: the second term is absent
   bool stream = false;     // non-temporal stores (large outputs)
   bool from_exp = false;   // z holds exp values (CoefSpec::e_out), not logits
+  // Element fix_index (if < n) is written as fix_value instead (the hard
+  // target's own gradient, so that no store to the row follows its
+  // streaming stores and no fence is needed per row).
+  std::size_t fix_index = static_cast<std::size_t>(-1);
+  double fix_value = 0;
 };
 
 void ChunkStatsF32(const float* z, std::size_t n, const CoefSpec& spec, ChunkStats* out);
