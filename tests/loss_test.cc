@@ -282,9 +282,10 @@ TEST(CrossEntropyLoss, GradScale) {
 }
 
 TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
-  // V ≤ 32 float32 rows take the one-row-per-lane kernel: every option it
-  // supports, partial tiles, strides, in place, extreme logits.
-  for (std::int64_t v : {2, 10, 17, 32})
+  // V ≤ 128 float32 rows take the one-row-per-lane kernel: every option it
+  // supports, partial tiles, strides, in place, extreme logits; widths that
+  // fill one, two (one partial) and eight 16-column transpose blocks.
+  for (std::int64_t v : {2, 10, 17, 32, 100, 128})
     for (int variant = 0; variant < 5; ++variant) {
       CeCase cc;
       cc.N = 1000 + v;  // not a multiple of any vector length

@@ -24,7 +24,7 @@
 // Speed: float32 rows run one SIMD pass (running max and Σexp, the exps kept
 // in a per-thread cache-resident buffer) and one gradient pass that streams
 // the gradient out (non-temporal stores for outputs ≥ 16 MiB). Short float32
-// rows (V ≤ 32, float32 targets) run one row per SIMD lane instead. Other
+// rows (V ≤ 128, float32 targets) run one row per SIMD lane instead. Other
 // dtypes are staged through float32 per chunk. softcap, temperature ≠ 1 and
 // focal_gamma > 0 take a scalar float64 path (correct, not fast).
 //

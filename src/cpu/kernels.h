@@ -137,7 +137,7 @@ void BceRowF32(const float* x, const float* y, std::size_t n, const BceRowSpec& 
 // rows [r0, r1) and returns their summed CE and z-loss terms (fixed lane
 // order), or the first failing row. Returns false where unsupported (the
 // scalar target): use the row-wise kernels then.
-inline constexpr std::size_t kSmallV = 32;
+inline constexpr std::size_t kSmallV = 128;
 struct SmallRowsSpec {
   const float* logits = nullptr;
   std::size_t logits_stride = 0, cols = 0;
