@@ -51,16 +51,28 @@ print(json.dumps({"fwd_s": t1 - t0, "fwdbwd_s": t2 - t1, "fwdbwd_cpu": c2 - c1, 
 """
 
 
-def run_bench(bench, shape, algos, extra):
+def omp_env(policy):
+    """2 threads; the OpenMP wait policy as given ("default": libgomp's own,
+    spin then sleep, which is what a user's process gets; "passive": sleep at
+    once, so that CPU time counts work only, useful on a busy machine, but
+    every parallel region then pays a wake-up, which small shapes feel)."""
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env.pop("OMP_WAIT_POLICY", None)
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy
+    return env
+
+
+def run_bench(bench, shape, algos, extra, policy):
     n, d, v = shape
     cmd = [bench, str(n), str(d), str(v), "--algos", algos] + extra
-    env = dict(os.environ, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="passive")
+    env = omp_env(policy)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     sys.stderr.write(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_torch(shape, max_gib, max_s, floor_s):
+def run_torch(shape, max_gib, max_s, floor_s, policy):
     n, d, v = shape
     # logits, log-softmax output and the logits' gradient (PyTorch 1.13 keeps
     # all three alive in backward), plus the inputs and their gradients.
@@ -70,7 +82,7 @@ def run_torch(shape, max_gib, max_s, floor_s):
     # PyTorch does at least the three products: skip if that alone is too long.
     if floor_s is not None and 1.5 * floor_s > max_s:
         return {"skipped": f"would take > {max_s:g} s (3 products alone ≈ {floor_s:.0f} s)"}
-    env = dict(os.environ, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="passive")
+    env = omp_env(policy)
     try:
         out = subprocess.run(["/usr/bin/python3", "-c", TORCH_SNIPPET, str(n), str(d), str(v)],
                              env=env, capture_output=True, text=True, timeout=max_s * 2)
@@ -86,8 +98,9 @@ def fmt_s(x):
 
 
 def table(rows, algos):
-    """Ratios: wall time and, in brackets, CPU seconds (all threads; the
-    OpenMP wait policy is passive, so CPU time counts work, not waiting)."""
+    """Ratios: wall time and, in brackets, CPU seconds (all threads; under
+    --wait-policy passive CPU time counts work, not waiting; under the default
+    policy it includes the spinning of idle threads)."""
     lines = []
     head = ("| shape N×D×V | 2·N·V floats | floor: 3 products, wall (CPU) | H·Wᵀ wall (CPU) |"
             + "".join(f" {a}: fwd+bwd wall, × floor (CPU ×) | {a}: fwd, × H·Wᵀ (CPU ×) |"
@@ -138,6 +151,8 @@ def main():
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--extra", default="", help="extra bench arguments, e.g. '--chunk-rows 128'")
+    ap.add_argument("--wait-policy", default="default", choices=["default", "passive", "active"],
+                    help="OMP_WAIT_POLICY for xent and PyTorch alike (default: libgomp's own)")
     ap.add_argument("--table-from", nargs="*", help="only print the table of earlier --json files")
     args = ap.parse_args()
     algos = args.algos.split(",")
@@ -151,10 +166,10 @@ def main():
         s, _, only = s.partition(":")
         shape = tuple(int(x) for x in s.split("x"))
         b = run_bench(args.bench, shape, only.replace("+", ",") if only else args.algos,
-                      args.extra.split())
+                      args.extra.split(), args.wait_policy)
         floor_s = b.get("floor", {}).get("total_s")
         t = {"skipped": "--no-torch"} if args.no_torch else run_torch(
-            shape, args.torch_max_gib, args.torch_max_s, floor_s)
+            shape, args.torch_max_gib, args.torch_max_s, floor_s, args.wait_policy)
         rows.append({"bench": b, "torch": t})
         sys.stderr.write(json.dumps(rows[-1]) + "\n")
         if args.json:

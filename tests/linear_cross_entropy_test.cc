@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -356,6 +358,28 @@ TEST_P(LinearCe, DefaultBlocksAndOddShapes) {
       EXPECT_LE(g.res.buffer_bytes, static_cast<std::size_t>(2 * N * V * 4 / 128));
     }
   }
+}
+
+TEST_P(LinearCe, SmallProductsSplitAcrossThreads) {
+  // Products between 1 and 32 Mflop run as one single-threaded OpenBLAS
+  // call per thread of ours, C cut into blocks of rows or of columns
+  // (src/blas.h): blocks of these sizes make every product of both
+  // algorithms take that path (column cuts for H·Wᵀ and G·W, row cuts for
+  // Gᵀ·H), with 2 and 3 threads (uneven cuts).
+  const Algo algo = GetParam();
+  const int saved = omp_get_max_threads();
+  for (int threads : {2, 3}) {
+    omp_set_num_threads(threads);
+    const Problem p = make_problem(96, 80, 701, true, DType::kF32, 2.0, 17, 3);
+    LinearCrossEntropyOptions lo;
+    lo.algorithm = algo;
+    lo.chunk_rows = 48;
+    lo.tile_cols = algo == Algo::kVocabTiled ? 350 : 0;
+    lo.loss.label_smoothing = 0.1;
+    const Got g = run(p, lo);
+    check(p, lo.loss, g, true, "threads=" + std::to_string(threads));
+  }
+  omp_set_num_threads(saved);
 }
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, LinearCe,
