@@ -1131,9 +1131,12 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
                  " is out of range [0, " + std::to_string(V) + ") and is not ignore_index (" +
                  std::to_string(pl.ignore_index) + ")");
       ++dn.count;
-      ws.add(pl.w ? pl.w[t] : 1.0);
+      // Without class weights the sum is the count (exact): no compensated
+      // add per row, whose dependency chain cost ~3 ns per row (8% of the
+      // whole call at V = 10).
+      if (pl.w) ws.add(pl.w[t]);
     }
-    dn.weight_sum = ws.value();
+    dn.weight_sum = pl.w ? ws.value() : static_cast<double>(dn.count);
   } else {
     fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid targets kind");
   }
