@@ -715,6 +715,29 @@ TEST(CrossEntropyLoss, Errors) {
   tb[2] = -5;
   expect_error([&] { cross_entropy_loss(z.view(), Targets::Index(tb.data()), o); },
                ErrorCode::kTargetOutOfRange, {"targets[2]", "-5"});
+  // Many targets are checked on all threads: still the first bad row, for
+  // any thread count, int64 and int32.
+  {
+    const std::int64_t n = 200000;
+    Buffer zm = random_logits(DType::kF32, n, 4, 1.0, 5);
+    std::vector<std::int64_t> tm(static_cast<std::size_t>(n), 1);
+    tm[150001] = 9;
+    tm[70001] = -3;
+    tm[5] = -100;  // ignore_index: not an error
+    std::vector<std::int32_t> tm32(tm.begin(), tm.end());
+    for (int threads : {1, 2, 3}) {
+      CrossEntropyOptions om = o;
+      om.num_threads = threads;
+      expect_error([&] { cross_entropy_loss(zm.view(), Targets::Index(tm.data()), om); },
+                   ErrorCode::kTargetOutOfRange, {"targets[70001]", "-3"});
+      expect_error([&] { cross_entropy_loss(zm.view(), Targets::Index(tm32.data()), om); },
+                   ErrorCode::kTargetOutOfRange, {"targets[70001]", "-3"});
+    }
+    tm[70001] = tm[150001] = 2;
+    const CrossEntropyResult rm = cross_entropy_loss(zm.view(), Targets::Index(tm.data()), o);
+    EXPECT_EQ(rm.count, n - 1);
+    EXPECT_EQ(rm.weight_sum, static_cast<double>(n - 1));
+  }
   // All -inf row (not ignored): undefined.
   Buffer za(DType::kF32, 2, 3);
   for (int c = 0; c < 3; ++c) za.set(0, c, 1.0), za.set(1, c, -kInfD);
