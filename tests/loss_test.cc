@@ -390,6 +390,10 @@ TEST(CrossEntropyLoss, InterleavedRowsBothGradientSources) {
       cc.logits.set(1, v - 2, 40.0);  // row 1: its maximum in the last chunk
       cc.logits.set(4, v / 2 + 1, 30.0);
       check_ce(cc);
+      cc.soft = true;  // soft targets interleave the same way
+      cc.ignore_every = 0;
+      if (variant == 1) cc.soft_dt = DType::kBF16;  // target rows staged through a buffer
+      check_ce(cc);
     }
 }
 
