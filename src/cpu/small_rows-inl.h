@@ -372,8 +372,9 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
     int32_t zs = static_cast<int32_t>(sp.logits_stride);
     const float* pb = sp.soft ? sp.soft + r * sp.soft_stride : nullptr;
     int32_t ps = static_cast<int32_t>(sp.soft_stride);
-    // Gathers do not train the hardware prefetcher as well as streaming
-    // loads: fetch the tile 4 tiles ahead ourselves.
+    // A tile's loads are few, between long stretches of arithmetic: fetch the
+    // tile 4 tiles ahead ourselves (without it: 262144×64 fwd+bwd 12.2
+    // instead of 11.1 ms; no difference at V = 10).
     if (r + 5 * L <= r1) {
       const char* ahead = reinterpret_cast<const char*>(zb + 4 * L * sp.logits_stride);
       const size_t bytes = L * sp.logits_stride * sizeof(float);
