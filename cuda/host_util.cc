@@ -18,6 +18,7 @@ namespace xent::cuda_detail {
 
 using detail::fail;
 using detail::fmt_num;
+using detail::check_loss_options;
 
 [[noreturn]] void fail_arg(const char* fn, const std::string& what) {
   fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + what);
@@ -119,24 +120,7 @@ CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& target
                        " (the GPU writes the gradient in the logits' dtype)");
     check_alias(fn, logits.data, logits.dtype, ck.N, V, ck.sz, grad.data, grad.dtype, ck.sg);
   }
-  auto bad_opt = [&](const char* name, double v, const char* rule) {
-    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + name + " = " + fmt_num(v) + " " + rule);
-  };
-  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
-    bad_opt("label_smoothing", o.label_smoothing, "must be in [0, 1]");
-  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
-    bad_opt("temperature", o.temperature, "must be finite and > 0");
-  if (!(o.softcap >= 0) || !std::isfinite(o.softcap))
-    bad_opt("softcap", o.softcap, "must be finite and ≥ 0 (0: off)");
-  if (!(o.z_loss >= 0) || !std::isfinite(o.z_loss)) bad_opt("z_loss", o.z_loss, "must be finite and ≥ 0");
-  if (!(o.focal_gamma >= 0) || !std::isfinite(o.focal_gamma))
-    bad_opt("focal_gamma", o.focal_gamma, "must be finite and ≥ 0");
-  if (!std::isfinite(o.grad_scale)) bad_opt("grad_scale", o.grad_scale, "must be finite");
-  if (o.reduction != Reduction::kNone && o.reduction != Reduction::kSum &&
-      o.reduction != Reduction::kMean)
-    fail_arg(fn, "invalid reduction");
-  if (o.smoothing != Smoothing::kUniform && o.smoothing != Smoothing::kOffTarget)
-    fail_arg(fn, "invalid smoothing mode");
+  check_loss_options(fn, o);
   if (o.class_weight) {
     // V floats: cheap to check on the host, and the CPU path's message.
     std::vector<float> w(static_cast<std::size_t>(V));

@@ -47,6 +47,7 @@ namespace {
 
 using detail::fail;
 using detail::fmt_num;
+using detail::check_loss_options;
 using detail::NeumaierSum;
 using Algo = LinearCrossEntropyAlgorithm;
 constexpr const char* kFn = "linear_cross_entropy";
@@ -224,24 +225,10 @@ void check_grad(const char* what, const MutableMatrixView& g, std::int64_t rows,
 
 void check_options(const LinearCrossEntropyOptions& lo, std::int64_t V) {
   const CrossEntropyOptions& o = lo.loss;
+  check_loss_options(kFn, o);
   auto bad = [&](const char* name, double v, const char* rule) {
     fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": " + name + " = " + fmt_num(v) + " " + rule);
   };
-  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
-    bad("label_smoothing", o.label_smoothing, "must be in [0, 1]");
-  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
-    bad("temperature", o.temperature, "must be finite and > 0");
-  if (!(o.softcap >= 0) || !std::isfinite(o.softcap))
-    bad("softcap", o.softcap, "must be finite and ≥ 0 (0: off)");
-  if (!(o.z_loss >= 0) || !std::isfinite(o.z_loss)) bad("z_loss", o.z_loss, "must be finite and ≥ 0");
-  if (!(o.focal_gamma >= 0) || !std::isfinite(o.focal_gamma))
-    bad("focal_gamma", o.focal_gamma, "must be finite and ≥ 0");
-  if (!std::isfinite(o.grad_scale)) bad("grad_scale", o.grad_scale, "must be finite");
-  if (o.reduction != Reduction::kNone && o.reduction != Reduction::kSum &&
-      o.reduction != Reduction::kMean)
-    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid reduction");
-  if (o.smoothing != Smoothing::kUniform && o.smoothing != Smoothing::kOffTarget)
-    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid smoothing mode");
   if (!(lo.grad_filter >= 0 && lo.grad_filter < 1))
     bad("grad_filter", lo.grad_filter, "must be in [0, 1) (0: off)");
   if (lo.chunk_rows < 0) bad("chunk_rows", static_cast<double>(lo.chunk_rows), "must be ≥ 0");

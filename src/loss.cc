@@ -58,6 +58,27 @@ const char* ReductionName(Reduction r) noexcept {
 
 namespace detail {
 
+void check_loss_options(const char* fn, const CrossEntropyOptions& o) {
+  auto bad_opt = [&](const char* name, double v, const char* rule) {
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": " + name + " = " + fmt_num(v) + " " + rule);
+  };
+  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+    bad_opt("label_smoothing", o.label_smoothing, "must be in [0, 1]");
+  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+    bad_opt("temperature", o.temperature, "must be finite and > 0");
+  if (!(o.softcap >= 0) || !std::isfinite(o.softcap))
+    bad_opt("softcap", o.softcap, "must be finite and ≥ 0 (0: off)");
+  if (!(o.z_loss >= 0) || !std::isfinite(o.z_loss)) bad_opt("z_loss", o.z_loss, "must be finite and ≥ 0");
+  if (!(o.focal_gamma >= 0) || !std::isfinite(o.focal_gamma))
+    bad_opt("focal_gamma", o.focal_gamma, "must be finite and ≥ 0");
+  if (!std::isfinite(o.grad_scale)) bad_opt("grad_scale", o.grad_scale, "must be finite");
+  if (o.reduction != Reduction::kNone && o.reduction != Reduction::kSum &&
+      o.reduction != Reduction::kMean)
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid reduction");
+  if (o.smoothing != Smoothing::kUniform && o.smoothing != Smoothing::kOffTarget)
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid smoothing mode");
+}
+
 std::int64_t check_matrix_stride(const char* fn, const char* what, const void* data, DType dtype,
                                  std::int64_t rows, std::int64_t cols, std::int64_t stride) {
   if (dtype != DType::kF32 && dtype != DType::kF64 && dtype != DType::kBF16 &&
@@ -82,6 +103,7 @@ namespace {
 
 using detail::fail;
 using detail::fmt_num;
+using detail::check_loss_options;
 using detail::NeumaierSum;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 // Rows per reduction block: a function of N only (never of the threads), at
@@ -1043,24 +1065,7 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
                                           std::to_string(N) + "×" + std::to_string(V));
     check_alias(fn, "grad", logits, pl.sz, grad, pl.sg);
   }
-  auto bad_opt = [&](const char* name, double v, const char* rule) {
-    fail(ErrorCode::kInvalidArgument,
-         std::string(fn) + ": " + name + " = " + fmt_num(v) + " " + rule);
-  };
-  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
-    bad_opt("label_smoothing", o.label_smoothing, "must be in [0, 1]");
-  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
-    bad_opt("temperature", o.temperature, "must be finite and > 0");
-  if (!(o.softcap >= 0) || !std::isfinite(o.softcap))
-    bad_opt("softcap", o.softcap, "must be finite and ≥ 0 (0: off)");
-  if (!(o.z_loss >= 0) || !std::isfinite(o.z_loss))
-    bad_opt("z_loss", o.z_loss, "must be finite and ≥ 0");
-  if (!(o.focal_gamma >= 0) || !std::isfinite(o.focal_gamma))
-    bad_opt("focal_gamma", o.focal_gamma, "must be finite and ≥ 0");
-  if (!std::isfinite(o.grad_scale)) bad_opt("grad_scale", o.grad_scale, "must be finite");
-  if (o.reduction != Reduction::kNone && o.reduction != Reduction::kSum &&
-      o.reduction != Reduction::kMean)
-    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid reduction");
+  check_loss_options(fn, o);
   pl.w = o.class_weight;
   if (pl.w) {
     NeumaierSum ws;
@@ -1080,12 +1085,10 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
   if (o.smoothing == Smoothing::kUniform) {
     pl.a = 1 - eps;
     pl.b = eps / static_cast<double>(V);
-  } else if (o.smoothing == Smoothing::kOffTarget) {
+  } else {  // kOffTarget (check_loss_options allows no other)
     // (1 − ε)p + ε(1 − p)/(V − 1); with V = 1 there is no other class.
     pl.b = V > 1 ? eps / static_cast<double>(V - 1) : 0.0;
     pl.a = V > 1 ? 1 - eps - pl.b : 1.0;
-  } else {
-    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid smoothing mode");
   }
   pl.z_loss = o.z_loss;
   pl.softcap = o.softcap;

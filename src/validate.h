@@ -25,6 +25,12 @@ std::string fmt_num(double v);  // shortest round-trip form ("nan", "inf" too)
 std::int64_t check_matrix_stride(const char* fn, const char* what, const void* data, DType dtype,
                                  std::int64_t rows, std::int64_t cols, std::int64_t stride);
 
+// The scalar and enum options of the cross-entropy (label_smoothing,
+// temperature, softcap, z_loss, focal_gamma, grad_scale, reduction,
+// smoothing mode), for the fused loss, the linear + CE and the CUDA entry
+// points alike. (Defined in loss.cc.)
+void check_loss_options(const char* fn, const CrossEntropyOptions& o);
+
 [[noreturn]] void fail_nonfinite(const char* fn, const char* what,
                                  std::size_t index, double value);
 
