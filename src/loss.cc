@@ -418,6 +418,7 @@ struct Engine {
     RowError err = RowError::kNone;
     std::int64_t t = -1;
     double max = 0, s = 0, lse = 0, zt = 0, q_t = 0;
+    double s_m1 = 0;  // s − 1 without cancellation (see ChunkStats::ones)
     double ce = 0, zl = 0;
     bool correct = false;
     cpu::GradSpec spec;
@@ -453,7 +454,8 @@ struct Engine {
     }
     rs.max = st.max;
     rs.s = st.sum_exp;
-    const double log_s = std::log(st.sum_exp);
+    rs.s_m1 = st.ones >= 1 ? (st.ones - 1) + st.rest : st.sum_exp - 1;
+    const double log_s = std::log1p(rs.s_m1);
     rs.lse = st.max + log_s;
     if (rs.ignored) return;
     const double sce = pl.scale_ce * rs.upstream, sz = pl.scale_z * rs.upstream;
@@ -549,10 +551,11 @@ struct Engine {
 
   // The target's own gradient. q_t − 1 would cancel when q_t ≈ 1, so it is
   // taken as −Σ_{j≠t} q_j = −(s − 1)/s: q_t > ½ implies z_t is the row max,
-  // whose term in s is exp(0) = 1 exactly, so s − 1 is exactly the sum of
-  // the other terms as accumulated.
+  // whose term in s is exp(0) = 1 exactly, counted apart from the other
+  // terms (ChunkStats::ones), so s − 1 is the sum of the other terms as
+  // accumulated, never 1 + tiny − 1 in fp64.
   double target_grad(const RowState& rs) const {
-    const double omq = rs.zt == rs.max ? (rs.s - 1.0) / rs.s : 1.0 - rs.q_t;
+    const double omq = rs.zt == rs.max ? rs.s_m1 / rs.s : 1.0 - rs.q_t;
     const double sce = pl.scale_ce * rs.upstream, sz = pl.scale_z * rs.upstream;
     return sce * (-rs.ct * omq + rs.q_t * rs.a_minus_ct) + sz * 2 * pl.z_loss * rs.lse * rs.q_t;
   }
@@ -613,9 +616,18 @@ struct Engine {
       if (!rs.ignored) rs.err = RowError::kAllNegInf;
       return rs;
     }
-    NeumaierSum sum;
-    for (std::size_t j = 0; j < V; ++j) sum.add(std::exp(z[j] - M));
-    const double S = sum.value(), log_s = std::log(S);
+    // The terms equal to 1 (z_j = M) counted apart, as in the kernels.
+    NeumaierSum rest;
+    double ones = 0;
+    for (std::size_t j = 0; j < V; ++j) {
+      if (z[j] == M)
+        ones += 1;
+      else
+        rest.add(std::exp(z[j] - M));
+    }
+    const double S = ones + rest.value();
+    rs.s_m1 = (ones - 1) + rest.value();
+    const double log_s = std::log1p(rs.s_m1);
     rs.max = M;
     rs.s = S;
     rs.lse = M + log_s;
@@ -648,7 +660,9 @@ struct Engine {
     auto terms = [&](std::size_t j, double& q, double& omq, double& ce, double& f, double& H) {
       const double e = std::exp(z[j] - M);
       q = e / S;
-      omq = q >= 0.5 ? std::max(0.0, S - e) / S : 1.0 - q;
+      // q ≥ ½ only at a maximum (e = 1 ≥ every other term), where
+      // 1 − q = (S − 1)/S, with S − 1 summed apart (no 1 + tiny − 1).
+      omq = q >= 0.5 ? std::max(0.0, rs.s_m1) / S : 1.0 - q;
       ce = (M - z[j]) + log_s;
       f = gamma == 0 ? 1.0 : std::pow(omq, gamma);
       const double ratio = omq > 0 ? ce / omq : 1.0;

@@ -390,7 +390,9 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
   // The exactly-1 terms join last, in fp64 (an integer count ≤ n: exact in
   // any order).
   const double ones = static_cast<double>(hn::GetLane(hn::SumOfLanes(d, st.ones)));
-  out->sum_exp = st.s.Total() + ones;
+  out->rest = st.s.Total();
+  out->ones = ones;
+  out->sum_exp = out->rest + ones;
   out->max = out->sum_exp > 0 ? static_cast<double>(st.ref)
                               : -std::numeric_limits<double>::infinity();
   out->nonfinite = nonfinite || std::isnan(out->sum_exp);

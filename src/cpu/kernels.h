@@ -31,6 +31,12 @@ inline constexpr std::size_t kChunk = 32768;
 struct ChunkStats {
   double max = 0;        // max_j z_j; -inf if every z_j is -inf
   double sum_exp = 0;    // Σ exp(z_j − max), fp64 lane accumulators
+  // sum_exp in two exact parts: `ones` terms equal to exactly 1 (z_j = max)
+  // and the `rest`, so that s − 1 = (ones − 1) + rest is formed without
+  // subtracting nearly equal numbers (a confident row's loss is log1p(s − 1),
+  // down to ~1e-30; 1 + 1e-12 in fp64 keeps only 4 digits of the 1e-12).
+  // ones = 0: not split (then rest is unused and sum_exp is the sum).
+  double ones = 0, rest = 0;
   double coef_sum = 0;   // Σ c_j                      (if want_coef)
   double coef_dot = 0;   // Σ c_j (max − z_j); c_j = 0 terms are 0 (if want_coef)
   double p_sum = 0;      // Σ p_j                      (if p)
@@ -46,9 +52,19 @@ struct ChunkStats {
 inline ChunkStats MergeStats(const ChunkStats& x, const ChunkStats& y) {
   ChunkStats m;
   m.max = std::max(x.max, y.max);
-  double s = 0, dot = 0;
+  double s = 0, dot = 0, ones = 0, rest = 0;
   for (const ChunkStats* c : {&x, &y}) {
-    if (c->sum_exp > 0) s += c->max == m.max ? c->sum_exp : c->sum_exp * std::exp(c->max - m.max);
+    if (c->sum_exp > 0) {
+      if (c->max == m.max) {
+        s += c->sum_exp;
+        ones += c->ones;
+        rest += c->ones > 0 ? c->rest : c->sum_exp;
+      } else {
+        const double scaled = c->sum_exp * std::exp(c->max - m.max);  // no term is 1 any more
+        s += scaled;
+        rest += scaled;
+      }
+    }
     if (c->max == -std::numeric_limits<double>::infinity()) {
       if (c->coef_sum > 0) dot += std::numeric_limits<double>::infinity();
     } else {
@@ -57,6 +73,8 @@ inline ChunkStats MergeStats(const ChunkStats& x, const ChunkStats& y) {
     }
   }
   m.sum_exp = s;
+  m.ones = ones;
+  m.rest = rest;
   m.coef_dot = dot;
   m.coef_sum = x.coef_sum + y.coef_sum;
   m.p_sum = x.p_sum + y.p_sum;

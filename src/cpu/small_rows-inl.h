@@ -231,11 +231,32 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
         d, hn::And(hn::And(active, valid), hn::Eq(am, hn::ConvertTo(d, tv)))));
   const auto zt = hn::GatherIndex(d, zb, hn::Add(idx, tv));
   const auto wt = sp.weight && !soft ? hn::GatherIndex(d, sp.weight, tv) : hn::Set(d, 1.0f);
+  // s − 1, the mass beyond the maximum's own term. The fp64 sum holds that
+  // term (exactly 1) too, which leaves s − 1 only ~1e-16 absolute accuracy:
+  // a tile with a row whose s − 1 < 2^-22 (a confident row) sums it again
+  // from the stored exps without the terms where z = m (exactly 1, counted).
+  Wide<D> sm1 = s;
+  sm1.AddConstant(-1.0);
+  const auto tiny = hn::Set(dw, 0x1p-22);
+  if (!hn::AllFalse(dw, hn::Lt(sm1.lo, tiny)) || !hn::AllFalse(dw, hn::Lt(sm1.hi, tiny))) {
+    Wide<D> rest(d);
+    auto ones = hn::Zero(d);
+    for (size_t j = 0; j < V; ++j) {
+      const auto at_max = hn::Eq(hn::Load(d, zbuf + j * L), m);
+      rest.Add(d, hn::IfThenZeroElse(at_max, hn::Load(d, ebuf + j * L)));
+      ones = hn::Add(ones, hn::IfThenElseZero(at_max, hn::Set(d, 1.0f)));
+    }
+    // (ones − 1) + rest where the maximum was seen (not in all -inf rows).
+    const auto ones_lo = hn::PromoteTo(dw, hn::LowerHalf(dh, ones));
+    const auto ones_hi = hn::PromoteTo(dw, hn::UpperHalf(dh, ones));
+    const auto one_w = hn::Set(dw, 1.0);
+    sm1.lo = hn::IfThenElse(hn::Ge(ones_lo, one_w), hn::Add(hn::Sub(ones_lo, one_w), rest.lo), sm1.lo);
+    sm1.hi = hn::IfThenElse(hn::Ge(ones_hi, one_w), hn::Add(hn::Sub(ones_hi, one_w), rest.hi), sm1.hi);
+  }
   // Per-row scalars in fp64, half a vector at a time.
-  // log s = log1p(s − 1) in float32 (s − 1 is exact in fp64): ~1 ulp of
-  // log s relative, also when s ≈ 1 (confident rows), at half the cost.
-  const auto log_s = hn::Log1p(d, hn::Combine(d, hn::DemoteTo(dh, hn::Sub(s.hi, hn::Set(dw, 1.0))),
-                                              hn::DemoteTo(dh, hn::Sub(s.lo, hn::Set(dw, 1.0)))));
+  // log s = log1p(s − 1) in float32: ~1 ulp of log s relative, also when
+  // s ≈ 1 (confident rows), at half the cost.
+  const auto log_s = hn::Log1p(d, hn::Combine(d, hn::DemoteTo(dh, sm1.hi), hn::DemoteTo(dh, sm1.lo)));
   // exp(z_t − m) as the kernel computed it (ebuf[t·L + lane]).
   const auto et = hn::GatherIndex(d, ebuf, hn::Add(hn::Mul(tv, hn::Set(di, static_cast<int32_t>(L))),
                                                    hn::Iota(di, 0)));
@@ -248,6 +269,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       return hn::PromoteTo(dw, h == 0 ? hn::LowerHalf(dh, v) : hn::UpperHalf(dh, v));
     };
     const auto sw = h == 0 ? s.lo : s.hi;
+    const auto sm1w = h == 0 ? sm1.lo : sm1.hi;
     const auto dw_sum = h == 0 ? dsum.lo : dsum.hi;
     const auto mw = half(mref), ztw = half(zt), wtw = half(wt);
     const auto logs = half(log_s);
@@ -264,7 +286,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     const auto alpha = hn::Mul(hn::MulAdd(hn::Set(dw, sce), A, zterm), inv_s);
     const auto q = hn::Mul(half(et), inv_s);
     // q_t − 1 = −(s − 1)/s when z_t is the max (its term is exactly 1).
-    const auto omq = hn::IfThenElse(hn::Eq(ztw, mw), hn::Mul(hn::Sub(sw, one_w), inv_s), hn::Sub(one_w, q));
+    const auto omq = hn::IfThenElse(hn::Eq(ztw, mw), hn::Mul(sm1w, inv_s), hn::Sub(one_w, q));
     const auto ct = hn::Mul(wtw, hn::Set(dw, a + b));
     const auto other = hn::Mul(hn::Set(dw, b), hn::Sub(hn::Set(dw, C), wtw));
     const auto gtv = hn::MulAdd(hn::Set(dw, sce), hn::MulAdd(q, other, hn::Neg(hn::Mul(ct, omq))),
