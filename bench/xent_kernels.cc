@@ -7,7 +7,7 @@
 // Prints ns per element (the best of 9 rounds of R calls) for: the statistics
 // pass (a row that finds its maximum first; one that starts from a given
 // reference, as a long row's later chunks do; with label-smoothing
-// coefficients), the gradient pass recomputing its exps and from stored exps,
+// coefficients; with a soft target row), the gradient pass recomputing its exps and from stored exps,
 // and the exp alone.
 #include <chrono>
 #include <cstdio>
@@ -54,9 +54,12 @@ int main(int argc, char** argv) {
   std::normal_distribution<float> nd(0, 4);
   for (auto& x : z) x = nd(rng);
   ChunkStats st;
-  CoefSpec plain, from_ref, coef;
+  std::vector<float> prob(n, 1.0f / static_cast<float>(n));  // a soft target row
+  CoefSpec plain, from_ref, coef, soft;
   from_ref.init_ref = 20.0;  // above every logit: no raise, as in a long row's later chunk
   coef.want_coef = true;
+  soft.want_coef = true;
+  soft.p = prob.data();
   auto stats = [&](const CoefSpec& cs) {
     return best_ns_per_element(n, reps, [&] {
       ChunkStatsF32(z.data(), n, cs, &st);
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
   std::printf("stats, maximum first       %.4f\n", stats(plain));
   std::printf("stats, given reference     %.4f\n", stats(from_ref));
   std::printf("stats, smoothing coefs     %.4f\n", stats(coef));
+  std::printf("stats, soft targets        %.4f\n", stats(soft));
   ChunkStatsF32(z.data(), n, plain, &st);
   GradSpec gs;
   gs.max = st.max;
