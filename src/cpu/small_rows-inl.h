@@ -186,6 +186,20 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
   if (soft) LoadColumns(d, pb, static_cast<size_t>(ps), V, cbuf);  // p, then c in place
   auto am = hn::Set(d, -1.0f);
   auto found = hn::FirstN(d, 0);
+  // The coefficient sums (every term ≥ 0) are staged in float32 over 4
+  // columns (≤ 2 roundings, ≤ 2^-23 relative to their own mass, as in the
+  // row-wise kernel) and widened once per 4: each widening is two
+  // conversions and an extract. Σexp is widened every column: it holds the
+  // maximum's term 1, which must not share a float32 rounding with the rest.
+  auto pblk = hn::Zero(d), cblk = hn::Zero(d), dblk = hn::Zero(d);
+  auto widen_blocks = [&]() HWY_ATTR __attribute__((always_inline)) {
+    if (soft) {
+      psum.Add(d, pblk);
+      csum.Add(d, cblk);
+    }
+    if (soft || kSmooth) dsum.Add(d, dblk);
+    pblk = cblk = dblk = hn::Zero(d);
+  };
   for (size_t j = 0; j < V; ++j) {
     const auto z = hn::Load(d, zbuf + j * L);
     const auto e = ExpNonPositive(d, hn::Sub(z, mref));
@@ -193,24 +207,26 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     s.Add(d, e);
     if (soft) {
       const auto p = hn::Load(d, cbuf + j * L);
-      psum.Add(d, p);
+      pblk = hn::Add(pblk, p);
       pbad = hn::Or(pbad, hn::Not(hn::And(hn::Ge(p, hn::Zero(d)), hn::Le(p, hn::Set(d, 1.0f)))));
       auto c = hn::MulAdd(hn::Set(d, static_cast<float>(sp.a)), p, hn::Set(d, static_cast<float>(sp.b)));
       if (sp.weight) c = hn::Mul(c, hn::Set(d, sp.weight[j]));
       hn::Store(c, d, cbuf + j * L);
-      csum.Add(d, c);
+      cblk = hn::Add(cblk, c);
       // 0·(m − z) = 0 where z = -inf and the class has no mass.
-      dsum.Add(d, hn::Mul(c, hn::IfThenElseZero(hn::Gt(c, hn::Zero(d)), hn::Sub(mref, z))));
+      dblk = hn::MulAdd(c, hn::IfThenElseZero(hn::Gt(c, hn::Zero(d)), hn::Sub(mref, z)), dblk);
     } else if (kSmooth) {
       const float wj = sp.weight ? sp.weight[j] : 1.0f;
-      if (wj > 0) dsum.Add(d, hn::Mul(hn::Set(d, wj), hn::Sub(mref, z)));  // ≥ 0
+      if (wj > 0) dblk = hn::MulAdd(hn::Set(d, wj), hn::Sub(mref, z), dblk);  // ≥ 0
     }
+    if ((soft || kSmooth) && j % 4 == 3) widen_blocks();
     if (kAcc) {
       const auto hit = hn::AndNot(found, hn::Eq(z, m));
       am = hn::IfThenElse(hit, hn::Set(d, static_cast<float>(j)), am);
       found = hn::Or(found, hit);
     }
   }
+  if (soft || kSmooth) widen_blocks();
   if (soft) {
     HWY_ALIGN int32_t act[HWY_MAX_BYTES / 4];
     HWY_ALIGN int32_t pbv[HWY_MAX_BYTES / 4];
