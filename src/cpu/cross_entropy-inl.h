@@ -176,8 +176,9 @@ struct StatsState {
   // blurred by an fp32 partial sum that also holds a 1.
   Wide<D> s, csum, cdot, psum;
   V ones;
-  // Float32 staging of the coefficient sums over two blocks (all terms ≥ 0,
-  // so an 8-term float32 partial costs ≤ 3·2^-24 relative), widened with Σexp.
+  // Per-block float32 staging of the coefficient sums (all terms ≥ 0, added
+  // one vector at a time: a 4-term partial has ≤ 3 roundings, ≤ 3·2^-24
+  // relative to its own mass), widened once per block.
   V cblk, dblk, pblk;
   hn::Mask<D> pbad;
   explicit StatsState(D d)
@@ -321,15 +322,16 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
   // roundings, ≤ 3·2^-24 relative to their own mass) before it is widened to
   // fp64: the widening (two conversions and an extract, on the FMA pipes)
   // cost ~1.5 of the pass's ~13.5 cycles per vector when it ran every block.
-  // A block that reaches the reference widens what is pending first (it was
-  // taken against the old reference, and Raise rescales the fp64 sums), and
-  // has its exactly-1 terms counted apart.
+  // The coefficient sums, added one vector at a time, still flush every
+  // block (over two blocks they would take 7 roundings). A block that
+  // reaches the reference widens what is pending first (it was taken
+  // against the old reference, and Raise rescales the fp64 sums), and has
+  // its exactly-1 terms counted apart.
   const char* HWY_RESTRICT pf = static_cast<const char*>(spec.prefetch);
   auto pend = hn::Zero(d);
   auto widen = [&]() HWY_ATTR __attribute__((always_inline)) {
     st.s.Add(d, pend);
     pend = hn::Zero(d);
-    st.template Flush<kCoef, kW, kP>(d);
   };
   auto block4 = [&](size_t i) HWY_ATTR __attribute__((always_inline)) {
     if (pf) {
@@ -360,6 +362,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
       e3 = st.TakeOnes(d, x3, e3);
     }
     pend = hn::Add(pend, hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
+    st.template Flush<kCoef, kW, kP>(d);
   };
   for (; i + 8 * L <= n; i += 8 * L) {
     block4(i);
