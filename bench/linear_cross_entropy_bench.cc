@@ -5,7 +5,7 @@
 //                                    [--budget-rows NF]
 //
 // --chunk-rows/--tile-cols fix the block shape (default: from the memory
-// budget, 1/128 of 2·N·V floats). --budget-rows NF uses the budget of N = NF
+// budget, 1/112 of 2·N·V floats). --budget-rows NF uses the budget of N = NF
 // rows: running N' < NF rows then does the per-chunk work of the full shape
 // in N'/NF of the time (used when the shared machine is too busy for full
 // runs). CPU seconds (all threads, getrusage) are reported next to wall
@@ -74,6 +74,8 @@ struct Measure {
   xent::LinearCrossEntropyResult res;
 };
 
+// The library's default budget (src/linear_cross_entropy.cc): 1/112 of 2·N·V floats.
+constexpr double kBudgetShare = 112;
 std::int64_t g_chunk_rows = 0, g_tile_cols = 0;  // --chunk-rows / --tile-cols overrides
 std::size_t g_budget = 0;  // --budget-rows NF: the buffer budget of the full N = NF
 
@@ -83,7 +85,8 @@ double cpu_s() {  // user + system time of all our threads
   return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
-Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool grads, int reps) {
+Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool grads, int reps,
+            xent::LinearCrossEntropyProducts products) {
   Measure m;
   // r = -1: a warm-up on the first ≤ 256 rows (same V, D, so OpenBLAS touches
   // the same packing buffers): one-time process costs stay out of the
@@ -93,9 +96,10 @@ Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool gr
     xent::LinearCrossEntropyOptions lo;
     lo.algorithm = algo;
     lo.grad_filter = filter;
+    lo.products = products;
     lo.chunk_rows = g_chunk_rows;
     // The warm-up uses the full run's budget, so it has the same block shapes.
-    lo.max_buffer_bytes = g_budget ? g_budget : static_cast<std::size_t>(2.0 * in.N * in.V * 4 / 128);
+    lo.max_buffer_bytes = g_budget ? g_budget : static_cast<std::size_t>(2.0 * in.N * in.V * 4 / kBudgetShare);
     lo.tile_cols = g_tile_cols;
     xent::LinearCrossEntropyOutputs out;
     if (grads) {
@@ -151,7 +155,7 @@ int main(int argc, char** argv) {
     else if (a == "--budget-rows" && i + 1 < argc) budget_rows = std::atoll(argv[++i]);
     else if (a == "--tile-cols" && i + 1 < argc) g_tile_cols = std::atoll(argv[++i]);
   }
-  if (budget_rows) g_budget = static_cast<std::size_t>(2.0 * budget_rows * in.V * 4 / 128);
+  if (budget_rows) g_budget = static_cast<std::size_t>(2.0 * budget_rows * in.V * 4 / kBudgetShare);
   // Inputs: logits ≈ N(0, 2²), uniform random targets, no bias. With --zipf
   // logits ≈ N(0, 1) plus a bias −1.5·log(1 + v): a Zipf-like class prior as
   // in a language model, under which most vocabulary tiles carry almost no
@@ -202,13 +206,15 @@ int main(int argc, char** argv) {
   while (std::getline(ss, name, ',')) {
     LinearCrossEntropyAlgorithm algo = LinearCrossEntropyAlgorithm::kTokenChunked;
     double filter = 0;
+    auto products = xent::LinearCrossEntropyProducts::kAuto;
+    if (name == "chunked_blas") products = xent::LinearCrossEntropyProducts::kBlas;
     if (name == "tiled") algo = LinearCrossEntropyAlgorithm::kVocabTiled;
     if (name == "filter") {
       algo = LinearCrossEntropyAlgorithm::kVocabTiled;
       filter = 1.0 / 4096;
     }
-    const Measure fwd = run(in, algo, filter, false, reps);
-    const Measure fb = run(in, algo, filter, true, reps);
+    const Measure fwd = run(in, algo, filter, false, reps, products);
+    const Measure fb = run(in, algo, filter, true, reps, products);
     // What filtering changes: its gradients against the last unfiltered ones,
     // max |difference| / max |unfiltered entry|.
     double dh = -1, dw = -1;
@@ -231,7 +237,8 @@ int main(int argc, char** argv) {
        << ",\"fwd_s\":" << fwd.seconds << ",\"fwd_extra_mib\":" << fwd.extra_mib
        << ",\"fwdbwd_s\":" << fb.seconds << ",\"extra_mib\":" << fb.extra_mib
        << ",\"loss\":" << fb.res.loss << ",\"chunk_rows\":" << fb.res.chunk_rows
-       << ",\"tile_cols\":" << fb.res.tile_cols << ",\"buffer_mib\":"
+       << ",\"tile_cols\":" << fb.res.tile_cols << ",\"own_products\":" << (fb.res.own_products ? "true" : "false")
+       << ",\"buffer_mib\":"
        << fb.res.buffer_bytes / 1048576.0 << ",\"blocks\":" << fb.res.blocks
        << ",\"blocks_skipped\":" << fb.res.blocks_skipped << ",\"filter_rel_diff_gh\":" << dh
        << ",\"filter_rel_diff_gw\":" << dw << "}";

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "blas.h"
+#include "cpu/chunk_gemm.h"
 #include "cpu/convert.h"
 #include "cpu/kernels.h"
 #include "reduce_loss.h"
@@ -51,8 +52,8 @@ using detail::check_loss_options;
 using detail::NeumaierSum;
 using Algo = LinearCrossEntropyAlgorithm;
 constexpr const char* kFn = "linear_cross_entropy";
-// kAuto's switch point: token chunks of fewer rows run the BLAS too far from
-// its peak (docs/performance.md).
+// kAuto's switch point on OpenBLAS: token chunks of fewer rows run the BLAS
+// too far from its peak (docs/performance.md).
 constexpr std::int64_t kMinChunkRows = 128;
 
 std::string str(std::int64_t v) { return std::to_string(v); }
@@ -364,10 +365,42 @@ void finish_result(const Plan& pl, double ce, double zl, LinearCrossEntropyResul
 
 std::size_t budget_bytes(const Plan& pl) {
   if (pl.opt->max_buffer_bytes) return pl.opt->max_buffer_bytes;
-  // 1/128 of the 2·N·V floats of logits + gradient: the "100× less"
-  // with room for the O(N) row state.
+  // 1/112 of the 2·N·V floats of logits + gradient: the "100× less"
+  // with room for the O(N) row state (the logits buffer and, with our own
+  // kernels, the transposed chunk of H both count against it).
   return static_cast<std::size_t>(2.0 * static_cast<double>(pl.N) * static_cast<double>(pl.V) *
-                                  4.0 / 128.0);
+                                  4.0 / 112.0);
+}
+
+// Whether the token-chunked products run on the AVX-512 kernels of
+// src/cpu/chunk_gemm.cc rather than OpenBLAS.
+bool own_products(const Plan& pl) {
+  return pl.opt->products == LinearCrossEntropyProducts::kAuto && cpu::chunk_gemm_supported();
+}
+
+// The token chunk that fills the budget: chunk × V logits, and with our own
+// kernels (*own) the transposed chunk of H beside them (16-row padded),
+// rounded down to whole vectors of 16 rows (the logits kernel's row blocks)
+// where that leaves at least one. Where not even one row and its scratch
+// fit, the chunk goes to OpenBLAS (*own = false), which needs no scratch.
+std::int64_t default_chunk_rows(const Plan& pl, std::size_t budget, bool* own) {
+  const auto blas_rows = static_cast<std::int64_t>(budget / (4 * static_cast<std::size_t>(pl.V)));
+  if (!*own) return blas_rows;
+  const std::size_t floats = budget / 4;
+  auto fits = [&](std::int64_t nb) {
+    return static_cast<std::size_t>(nb * pl.V) + cpu::chunk_logits_scratch(nb, pl.D) + 16 <= floats;
+  };
+  auto nb = static_cast<std::int64_t>(floats / static_cast<std::size_t>(pl.V + pl.D));
+  nb = nb / 16 * 16;
+  while (nb > 1 && !fits(nb)) --nb;
+  // Below 16 rows a chunk fills one vector of the logits kernel partly and
+  // the per-chunk fork/joins dominate: 512×256×1000 took 12 ms on our
+  // kernels (5-row chunks), 8 on OpenBLAS (9 rows), 7 vocab-tiled.
+  if (nb < 16 || !fits(nb)) {
+    *own = false;
+    return blas_rows;
+  }
+  return nb;
 }
 
 void zero_matrix(const MutableMatrixView& g, int nt) {
@@ -387,8 +420,9 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
   const std::int64_t N = pl.N, D = pl.D, V = pl.V;
   const int nt = pl.nt;
   const std::size_t budget = budget_bytes(pl);
+  bool own = own_products(pl);
   std::int64_t nb = pl.opt->chunk_rows;
-  if (nb == 0) nb = static_cast<std::int64_t>(budget / (4 * static_cast<std::size_t>(V)));
+  if (nb == 0) nb = default_chunk_rows(pl, budget, &own);
   nb = std::clamp<std::int64_t>(nb, 1, std::max<std::int64_t>(N, 1));
   // bfloat16 weight: converted in vocabulary sub-tiles of ≤ budget/4 bytes.
   std::int64_t vs = V;
@@ -400,6 +434,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
   res.chunk_rows = nb;
   res.tile_cols = V;
   res.buffer_bytes = static_cast<std::size_t>(nb * V) * 4;
+  res.own_products = own;
 
   // The fused loss per chunk runs with reduction sum; the mean's two
   // denominators (Σw[y] for the CE part, the row count for the z-loss part)
@@ -435,8 +470,16 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     cz.compute_accuracy = false;
   }
 
-  Buffer lbuf, hbuf, wbuf;
+  Buffer lbuf, hbuf, wbuf, tbuf;
   float* L = lbuf.get(static_cast<std::size_t>(nb * V));
+  // The AVX-512 logits kernel reads H transposed (scratch, in the budget).
+  float* ht = nullptr;
+  if (own) {
+    const std::size_t n = cpu::chunk_logits_scratch(nb, D) + 16;
+    res.buffer_bytes += n * 4;
+    float* p = tbuf.get(n);
+    ht = p + (16 - (reinterpret_cast<std::uintptr_t>(p) / 4) % 16) % 16;  // 64-byte aligned
+  }
   std::vector<float> lse_tmp;
   float* lse = out.row_lse;
   if (!lse && zc != z) {
@@ -457,7 +500,10 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
       const std::int64_t nv = std::min(vs, V - v0);
       const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
-      blas::sgemm(false, true, c, nv, D, 1.0f, Hc, ldh, Wt, ldw, 0.0f, L + v0, V);
+      if (own)
+        cpu::chunk_logits(c, nv, D, Hc, ldh, Wt, ldw, L + v0, V, ht, nt);
+      else
+        blas::sgemm(false, true, c, nv, D, 1.0f, Hc, ldh, Wt, ldw, 0.0f, L + v0, V);
     }
     add_bias(pl.bias, 0, L, c, V, V, nt);
 
@@ -500,6 +546,11 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
       const std::int64_t nv = std::min(vs, V - v0);
       const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
+      if (own) {
+        if (gH) cpu::chunk_grad_hidden(c, nv, D, L + v0, V, Wt, ldw, gH + r0 * ldgh, ldgh, v0 != 0, nt);
+        if (gW) cpu::chunk_grad_weight(c, nv, D, L + v0, V, Hc, ldh, gW + v0 * ldgw, ldgw, nt);
+        continue;
+      }
       if (gH)
         blas::sgemm(false, false, c, D, nv, 1.0f, L + v0, V, Wt, ldw, v0 == 0 ? 0.0f : 1.0f,
                     gH + r0 * ldgh, ldgh);
@@ -789,20 +840,23 @@ LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden, const Ma
   const Plan pl = make_plan(hidden, weight, bias, targets, options, outputs);
   Algo algo = options.algorithm;
   if (algo == Algo::kAuto) {
-    // Measured (docs/performance.md, "Linear + cross-entropy"): with
-    // gradients, token-chunked does three products instead of four and wins
-    // when its chunk has ≥ 128 rows (1.06–1.12× the floor at 256 and 128
-    // rows against 1.32–1.37× for tiled); at 64 rows its products (M or
-    // K = chunk) fall so far from the BLAS peak (1.47×) that the tiled
-    // design's square blocks win (1.35×). The default budget gives chunk = N/64 rows. Filtering
-    // exists only in the tiled design, focal only in the chunked one.
-    const std::int64_t chunk =
-        options.chunk_rows ? options.chunk_rows
-                           : static_cast<std::int64_t>(budget_bytes(pl) / (4 * static_cast<std::size_t>(pl.V)));
-    // In evaluation mode the tiled design is one product (pass 1 only) in
-    // square blocks: it is the forward-only choice.
+    // Measured (docs/performance.md, "Linear + cross-entropy"). On the
+    // AVX-512 product kernels (src/cpu/chunk_gemm.cc) token-chunked runs
+    // its three products at or above the full-size BLAS rate once a chunk
+    // has 16 rows: 1.01–1.07× the three-product floor with gradients,
+    // 0.92–0.99× of H·Wᵀ without. On OpenBLAS, which repacks W for every
+    // chunk, it wins only from 128 rows (1.06–1.12× the floor at 256 and
+    // 128 rows against 1.32–1.37× for tiled; 1.47× at 64 rows), and the
+    // tiled design (one product in square blocks) is the forward-only
+    // choice. Filtering exists only in the tiled design, focal only in
+    // the chunked one.
+    bool own = own_products(pl);
+    const std::int64_t chunk = options.chunk_rows ? options.chunk_rows : default_chunk_rows(pl, budget_bytes(pl), &own);
+    own = own && chunk >= std::min<std::int64_t>(16, pl.N);
     if (options.loss.focal_gamma > 0) algo = Algo::kTokenChunked;
-    else if (options.grad_filter > 0 || !pl.grad) algo = Algo::kVocabTiled;
+    else if (options.grad_filter > 0) algo = Algo::kVocabTiled;
+    else if (own) algo = Algo::kTokenChunked;
+    else if (!pl.grad) algo = Algo::kVocabTiled;
     else algo = chunk >= std::min<std::int64_t>(kMinChunkRows, pl.N) ? Algo::kTokenChunked : Algo::kVocabTiled;
   }
   if (pl.N == 0) {

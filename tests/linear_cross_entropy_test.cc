@@ -21,10 +21,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "cpu/chunk_gemm.h"
 #include "cpu/convert.h"
 #include "reference/loss_reference.h"
 #include "xent/error.h"
@@ -35,6 +37,7 @@ namespace {
 using reference::Real;
 using reference::Row;
 using Algo = LinearCrossEntropyAlgorithm;
+using Products = LinearCrossEntropyProducts;
 
 constexpr double kLossTol = 2e-5;
 constexpr double kGradTol = 1e-4;
@@ -228,10 +231,11 @@ void check(const Problem& p, const CrossEntropyOptions& o, const Got& g, bool gr
 }
 
 // Block shapes that divide neither N = 37 nor V = 101.
-LinearCrossEntropyOptions with_algo(Algo a, const CrossEntropyOptions& o) {
+LinearCrossEntropyOptions with_algo(Algo a, const CrossEntropyOptions& o, Products products = Products::kAuto) {
   LinearCrossEntropyOptions lo;
   lo.loss = o;
   lo.algorithm = a;
+  lo.products = products;
   lo.chunk_rows = a == Algo::kTokenChunked ? 8 : 10;
   lo.tile_cols = a == Algo::kVocabTiled ? 16 : 0;
   return lo;
@@ -292,10 +296,17 @@ std::vector<float> class_weights(std::int64_t V) {
   return w;
 }
 
-class LinearCe : public ::testing::TestWithParam<Algo> {};
+// Token-chunked on the AVX-512 product kernels (src/cpu/chunk_gemm.cc;
+// OpenBLAS where the CPU lacks them) and on OpenBLAS, and vocab-tiled.
+struct Variant {
+  Algo algo;
+  Products products;
+};
+class LinearCe : public ::testing::TestWithParam<Variant> {};
 
 TEST_P(LinearCe, EveryOptionWithAndWithoutBias) {
-  const Algo algo = GetParam();
+  const Algo algo = GetParam().algo;
+  const Products products = GetParam().products;
   for (bool bias : {false, true}) {
     for (const Case& c : cases()) {
       const Problem p = make_problem(37, 24, 101, bias, DType::kF32, 2.0, 7, c.n_ignored);
@@ -303,7 +314,7 @@ TEST_P(LinearCe, EveryOptionWithAndWithoutBias) {
       CrossEntropyOptions o = c.o;
       if (c.weights) o.class_weight = w.data();
       if (c.name == "custom ignore_index") o.ignore_index = p.targets[5];
-      const Got g = run(p, with_algo(algo, o));
+      const Got g = run(p, with_algo(algo, o, products));
       EXPECT_EQ(g.res.algorithm, algo);
       check(p, o, g, true, c.name + (bias ? " (bias)" : " (no bias)"));
     }
@@ -311,32 +322,35 @@ TEST_P(LinearCe, EveryOptionWithAndWithoutBias) {
 }
 
 TEST_P(LinearCe, Bfloat16Inputs) {
-  const Algo algo = GetParam();
+  const Algo algo = GetParam().algo;
+  const Products products = GetParam().products;
   for (const Case& c : {cases()[0], cases()[7], cases()[13]}) {
     const Problem p = make_problem(37, 24, 101, true, DType::kBF16, 2.0, 11, c.n_ignored);
-    const Got g = run(p, with_algo(algo, c.o));
+    const Got g = run(p, with_algo(algo, c.o, products));
     check(p, c.o, g, true, "bf16 " + c.name);
   }
 }
 
 TEST_P(LinearCe, EvaluationModeDoesNoBackwardWork) {
-  const Algo algo = GetParam();
+  const Algo algo = GetParam().algo;
+  const Products products = GetParam().products;
   const Problem p = make_problem(37, 24, 101, true, DType::kF32, 2.0, 3, 4);
   CrossEntropyOptions o;
   o.label_smoothing = 0.1;
-  const Got g = run(p, with_algo(algo, o), /*grads=*/false);
+  const Got g = run(p, with_algo(algo, o, products), /*grads=*/false);
   check(p, o, g, false, "eval");
   EXPECT_EQ(g.res.blocks, 0);  // pass 2 (vocab-tiled) never ran
 }
 
 TEST_P(LinearCe, AllRowsIgnored) {
-  const Algo algo = GetParam();
+  const Algo algo = GetParam().algo;
+  const Products products = GetParam().products;
   for (EmptyMean em : {EmptyMean::kZero, EmptyMean::kNaN}) {
     const Problem p = make_problem(9, 8, 13, true, DType::kF32, 2.0, 5, 9);
     CrossEntropyOptions o;
     o.empty_mean = em;
     o.z_loss = 1e-3;
-    const Got g = run(p, with_algo(algo, o));
+    const Got g = run(p, with_algo(algo, o, products));
     check(p, o, g, true, em == EmptyMean::kZero ? "empty zero" : "empty nan");
     for (std::int64_t n = 0; n < p.N; ++n)
       for (std::int64_t k = 0; k < p.D; ++k) EXPECT_EQ(g.gh[n * g.ghs + k], 0.0f);
@@ -344,18 +358,20 @@ TEST_P(LinearCe, AllRowsIgnored) {
 }
 
 TEST_P(LinearCe, DefaultBlocksAndOddShapes) {
-  const Algo algo = GetParam();
+  const Algo algo = GetParam().algo;
+  const Products products = GetParam().products;
   // Default block shapes from the memory budget, and shapes with one row,
   // one class, one column.
   for (auto [N, D, V] : {std::tuple{64, 16, 1000}, {1, 5, 7}, {6, 1, 9}, {5, 4, 1}}) {
     const Problem p = make_problem(N, D, V, true, DType::kF32, 2.0, 13);
     LinearCrossEntropyOptions lo;
     lo.algorithm = algo;
+    lo.products = products;
     const Got g = run(p, lo);
     check(p, lo.loss, g, true, "N=" + std::to_string(N) + " D=" + std::to_string(D) +
                                    " V=" + std::to_string(V));
-    if (N * V >= 64000) {  // the budget: 1/128 of the 2·N·V floats
-      EXPECT_LE(g.res.buffer_bytes, static_cast<std::size_t>(2 * N * V * 4 / 128));
+    if (N * V >= 64000) {  // the budget: 1/112 of the 2·N·V floats
+      EXPECT_LE(g.res.buffer_bytes, static_cast<std::size_t>(2 * N * V * 4 / 112));
     }
   }
 }
@@ -366,13 +382,15 @@ TEST_P(LinearCe, SmallProductsSplitAcrossThreads) {
   // (src/blas.h): blocks of these sizes make every product of both
   // algorithms take that path (column cuts for H·Wᵀ and G·W, row cuts for
   // Gᵀ·H), with 2 and 3 threads (uneven cuts).
-  const Algo algo = GetParam();
+  const Algo algo = GetParam().algo;
+  const Products products = GetParam().products;
   const int saved = omp_get_max_threads();
   for (int threads : {2, 3}) {
     omp_set_num_threads(threads);
     const Problem p = make_problem(96, 80, 701, true, DType::kF32, 2.0, 17, 3);
     LinearCrossEntropyOptions lo;
     lo.algorithm = algo;
+    lo.products = products;
     lo.chunk_rows = 48;
     lo.tile_cols = algo == Algo::kVocabTiled ? 350 : 0;
     lo.loss.label_smoothing = 0.1;
@@ -383,11 +401,109 @@ TEST_P(LinearCe, SmallProductsSplitAcrossThreads) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, LinearCe,
-                         ::testing::Values(Algo::kTokenChunked, Algo::kVocabTiled),
+                         ::testing::Values(Variant{Algo::kTokenChunked, Products::kAuto},
+                                           Variant{Algo::kTokenChunked, Products::kBlas},
+                                           Variant{Algo::kVocabTiled, Products::kAuto}),
                          [](const auto& info) {
-                           return info.param == Algo::kTokenChunked ? std::string("TokenChunked")
-                                                                    : std::string("VocabTiled");
+                           if (info.param.algo == Algo::kVocabTiled) return std::string("VocabTiled");
+                           return std::string(info.param.products == Products::kBlas ? "TokenChunkedBlas"
+                                                                                     : "TokenChunked");
                          });
+
+// The AVX-512 product kernels at shapes that cut every one of their blocks:
+// chunks of 70 rows (a 64-row block of the logits kernel and a 6-row one;
+// 6-row groups of grad_hidden with a 4-row tail) and a last chunk of 10;
+// D = 150 (64-column blocks with a masked 22-column tail; every row of H is
+// strided); V = 131 (6-class groups with a 5-class tail). Against the
+// long-double reference, and the same bits with 1, 2 and 3 threads (every
+// output element is one FMA sequence whose order does not depend on the
+// split). Also a bfloat16 weight converted in vocabulary sub-tiles (the
+// products then run per sub-tile and accumulate).
+TEST(LinearCeChunked, OwnProductKernelsOddShapesAndThreads) {
+  if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F: the chunked products use OpenBLAS";
+  const int saved = omp_get_max_threads();
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    const Problem p = make_problem(150, 150, 131, true, dt, 2.0, 29, 7);
+    CrossEntropyOptions o;
+    o.label_smoothing = 0.1;
+    o.z_loss = 1e-3;
+    LinearCrossEntropyOptions lo = with_algo(Algo::kTokenChunked, o);
+    lo.chunk_rows = 70;
+    // bf16: a small budget makes the weight convert in sub-tiles of ≤ budget/16/D rows.
+    if (dt == DType::kBF16) lo.max_buffer_bytes = 16 * 150 * 40;
+    std::vector<Got> runs;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      runs.push_back(run(p, lo));
+      EXPECT_TRUE(runs.back().res.own_products);
+      EXPECT_EQ(runs.back().res.chunk_rows, 70);
+    }
+    omp_set_num_threads(saved);
+    check(p, o, runs[0], true, dt == DType::kF32 ? "own kernels f32" : "own kernels bf16");
+    for (std::size_t i = 1; i < runs.size(); ++i) {
+      EXPECT_EQ(runs[i].res.loss, runs[0].res.loss);
+      // Bitwise (grad_hidden's row padding is NaN, which == would not match).
+      auto same_bits = [](const std::vector<float>& x, const std::vector<float>& y) {
+        return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+      };
+      EXPECT_TRUE(same_bits(runs[i].gh, runs[0].gh)) << "grad_hidden differs with " << i + 1 << " threads";
+      EXPECT_TRUE(same_bits(runs[i].gw, runs[0].gw)) << "grad_weight differs with " << i + 1 << " threads";
+      EXPECT_TRUE(same_bits(runs[i].gb, runs[0].gb)) << "grad_bias differs with " << i + 1 << " threads";
+      EXPECT_EQ(runs[i].row_lse, runs[0].row_lse);
+    }
+  }
+}
+
+// The products on their own, against long double, at shapes no chunk of the
+// tests above reaches: one row, one column of d, one class, and a row block
+// of 16·3 + 1 rows; gradient products accumulating into non-zero outputs.
+TEST(LinearCeChunked, OwnProductKernelsAgainstLongDouble) {
+  if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F";
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (auto [c, D, V] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1, 1, 1}, {49, 17, 7},
+                         {3, 300, 13}, {130, 65, 6}, {16, 64, 64}}) {
+    SCOPED_TRACE("c=" + std::to_string(c) + " D=" + std::to_string(D) + " V=" + std::to_string(V));
+    const std::int64_t ldh = D + 5, ldw = D + 2, ldz = V + 3;
+    std::vector<float> H(static_cast<std::size_t>(c * ldh)), W(static_cast<std::size_t>(V * ldw));
+    std::vector<float> G(static_cast<std::size_t>(c * ldz));
+    for (auto* m : {&H, &W, &G})
+      for (auto& x : *m) x = u(rng);
+    std::vector<float> Z(static_cast<std::size_t>(c * ldz), 7.0f);
+    std::vector<float> scratch(cpu::chunk_logits_scratch(c, D) + 16);
+    float* ht = scratch.data() + (16 - (reinterpret_cast<std::uintptr_t>(scratch.data()) / 4) % 16) % 16;
+    cpu::chunk_logits(c, V, D, H.data(), ldh, W.data(), ldw, Z.data(), ldz, ht, 2);
+    std::vector<float> gH(static_cast<std::size_t>(c * ldh), 0.5f), gW(static_cast<std::size_t>(V * ldw), 0.25f);
+    cpu::chunk_grad_hidden(c, V, D, G.data(), ldz, W.data(), ldw, gH.data(), ldh, /*accumulate=*/true, 2);
+    cpu::chunk_grad_weight(c, V, D, G.data(), ldz, H.data(), ldh, gW.data(), ldw, 2);
+    // Each entry is a dot product of K terms of magnitude ≤ 1: error ≤ K·2^-24·K.
+    for (std::int64_t n = 0; n < c; ++n)
+      for (std::int64_t v = 0; v < V; ++v) {
+        long double z = 0;
+        for (std::int64_t d = 0; d < D; ++d) z += static_cast<long double>(H[n * ldh + d]) * W[v * ldw + d];
+        ASSERT_NEAR(Z[n * ldz + v], static_cast<double>(z), 1e-6 * D) << n << "," << v;
+      }
+    for (std::int64_t n = 0; n < c; ++n)
+      for (std::int64_t d = 0; d < D; ++d) {
+        long double s = 0.5L;
+        for (std::int64_t v = 0; v < V; ++v) s += static_cast<long double>(G[n * ldz + v]) * W[v * ldw + d];
+        ASSERT_NEAR(gH[n * ldh + d], static_cast<double>(s), 1e-6 * V) << n << "," << d;
+      }
+    for (std::int64_t v = 0; v < V; ++v)
+      for (std::int64_t d = 0; d < D; ++d) {
+        long double s = 0.25L;
+        for (std::int64_t n = 0; n < c; ++n) s += static_cast<long double>(G[n * ldz + v]) * H[n * ldh + d];
+        ASSERT_NEAR(gW[v * ldw + d], static_cast<double>(s), 1e-6 * c) << v << "," << d;
+      }
+    // Nothing written outside the matrices' columns (the strided padding).
+    for (std::int64_t n = 0; n < c; ++n)
+      for (std::int64_t v = V; v < ldz; ++v) ASSERT_EQ(Z[n * ldz + v], 7.0f);
+    for (std::int64_t n = 0; n < c; ++n)
+      for (std::int64_t d = D; d < ldh; ++d) ASSERT_EQ(gH[n * ldh + d], 0.5f);
+    for (std::int64_t v = 0; v < V; ++v)
+      for (std::int64_t d = D; d < ldw; ++d) ASSERT_EQ(gW[v * ldw + d], 0.25f);
+  }
+}
 
 TEST(LinearCeChunked, FocalAndAccuracyPassThrough) {
   const Problem p = make_problem(37, 24, 101, true, DType::kF32, 3.0, 17, 3);
@@ -453,16 +569,38 @@ TEST(LinearCeTiled, GradientFilteringSkipsBlocksWithinItsBound) {
 
 TEST(LinearCeAuto, ChoiceFollowsTheMeasuredRule) {
   const Problem p = make_problem(100, 8, 50, false, DType::kF32, 2.0, 41);
-  LinearCrossEntropyOptions lo;
-  // Evaluation: the tiled design (one product).
-  EXPECT_EQ(run(p, lo, /*grads=*/false).res.algorithm, Algo::kVocabTiled);
-  // Training with the default budget here: chunks of 100·2/128 → 1 row, tiled.
-  EXPECT_EQ(run(p, lo).res.algorithm, Algo::kVocabTiled);
-  // Training with chunks of ≥ min(128, N) rows: token-chunked.
-  lo.chunk_rows = 128;
-  const Got g = run(p, lo);
-  EXPECT_EQ(g.res.algorithm, Algo::kTokenChunked);
-  check(p, lo.loss, g, true, "auto chunked");
+  {  // On OpenBLAS products.
+    LinearCrossEntropyOptions lo;
+    lo.products = Products::kBlas;
+    // Evaluation: the tiled design (one product).
+    EXPECT_EQ(run(p, lo, /*grads=*/false).res.algorithm, Algo::kVocabTiled);
+    // Training with the default budget here: chunks of 100·2/112 → 1 row, tiled.
+    EXPECT_EQ(run(p, lo).res.algorithm, Algo::kVocabTiled);
+    // Training with chunks of ≥ min(128, N) rows: token-chunked.
+    lo.chunk_rows = 128;
+    const Got g = run(p, lo);
+    EXPECT_EQ(g.res.algorithm, Algo::kTokenChunked);
+    EXPECT_FALSE(g.res.own_products);
+    check(p, lo.loss, g, true, "auto chunked");
+  }
+  if (!cpu::chunk_gemm_supported()) return;
+  {  // On our AVX-512 products: token-chunked from chunks of 16 rows, also for evaluation.
+    LinearCrossEntropyOptions lo;
+    EXPECT_EQ(run(p, lo).res.algorithm, Algo::kVocabTiled);  // 1-row chunks
+    lo.chunk_rows = 16;
+    for (bool grads : {false, true}) {
+      const Got g = run(p, lo, grads);
+      EXPECT_EQ(g.res.algorithm, Algo::kTokenChunked);
+      EXPECT_TRUE(g.res.own_products);
+      check(p, lo.loss, g, grads, grads ? "own chunked" : "own chunked, evaluation");
+    }
+    // The default budget of 2048×50 (7314 bytes) holds 16-row chunks and their scratch.
+    const Problem q = make_problem(2048, 8, 50, false, DType::kF32, 2.0, 43);
+    const Got g = run(q, LinearCrossEntropyOptions{}, /*grads=*/false);
+    EXPECT_EQ(g.res.algorithm, Algo::kTokenChunked);
+    EXPECT_EQ(g.res.chunk_rows, 16);
+    EXPECT_LE(g.res.buffer_bytes, static_cast<std::size_t>(2 * 2048 * 50 * 4 / 112));
+  }
 }
 
 // ------------------------------------------------------------------ errors

@@ -8,7 +8,7 @@
 // with respect to hidden, weight and bias. The result equals that two-step
 // "unfused path" (see tests/linear_cross_entropy_test.cc for the tolerances)
 // while the extra memory is a reused buffer of at most `max_buffer_bytes`
-// (by default 1/128 of the 2·N·V floats that the logits and their gradient
+// (by default 1/112 of the 2·N·V floats that the logits and their gradient
 // would take) plus O(N) per-row numbers.
 //
 // Two algorithms, both with the shape of a GPU kernel:
@@ -21,13 +21,18 @@
 //     blocks; pass 2 recomputes each block's logits and accumulates the
 //     gradients. Four products, but every product is a large square-ish GEMM
 //     and the blocks can be skipped (gradient filtering).
-// kAuto picks by the measurements in docs/performance.md: vocab-tiled for
-// evaluation (one product) and for small token chunks, token-chunked for
-// training when its chunk (N/64 rows at the default budget) has ≥ 128 rows.
+// kAuto picks by the measurements in docs/performance.md. Where the CPU has
+// AVX-512F, token-chunked runs its products on kernels of our own (see
+// LinearCrossEntropyProducts) and is the choice for training and evaluation
+// once a chunk has ≥ 16 rows (the default budget gives ≈ N/56 rows for
+// V ≫ D, rounded down to a multiple of 16).
+// On OpenBLAS products: vocab-tiled for evaluation (one product) and for
+// small token chunks, token-chunked for training when its chunk has ≥ 128
+// rows.
 //
-// Threads: the products go through OpenBLAS (its OpenMP build, called
-// outside our own parallel regions, so its threads and ours take turns);
-// the per-row softmax work runs on options.loss.num_threads threads.
+// Threads: OpenBLAS runs its own OpenMP threads (called outside our parallel
+// regions, so its threads and ours take turns); our product kernels and the
+// per-row softmax work run on options.loss.num_threads threads.
 #pragma once
 
 #include <cstddef>
@@ -38,6 +43,12 @@
 namespace xent {
 
 enum class LinearCrossEntropyAlgorithm { kAuto, kTokenChunked, kVocabTiled };
+
+// Who computes kTokenChunked's three matrix products: kAuto = the AVX-512
+// kernels of src/cpu/chunk_gemm.cc where the CPU has AVX-512F (they read the
+// weight in place; OpenBLAS repacks it for every chunk), else OpenBLAS;
+// kBlas = OpenBLAS always. kVocabTiled always uses OpenBLAS.
+enum class LinearCrossEntropyProducts { kAuto, kBlas };
 const char* LinearCrossEntropyAlgorithmName(LinearCrossEntropyAlgorithm a) noexcept;
 
 // The sharded output layer of issue 9 (vocabulary-parallel, Megatron style):
@@ -63,13 +74,15 @@ struct LinearCrossEntropyOptions {
   // compute_accuracy. focal_gamma only with kTokenChunked (kAuto picks it).
   CrossEntropyOptions loss;
   LinearCrossEntropyAlgorithm algorithm = LinearCrossEntropyAlgorithm::kAuto;
-  // Upper bound on the logits buffer in bytes; 0: 2·N·V·4 / 128.
+  // Upper bound on the logits buffer (with our product kernels: plus their
+  // transposed chunk of hidden) in bytes; 0: 2·N·V·4 / 112.
   std::size_t max_buffer_bytes = 0;
   // Block shape overrides (0: derived from max_buffer_bytes). chunk_rows is
   // the token chunk (kTokenChunked) or the row block (kVocabTiled);
   // tile_cols is the vocabulary tile (kVocabTiled only).
   std::int64_t chunk_rows = 0;
   std::int64_t tile_cols = 0;
+  LinearCrossEntropyProducts products = LinearCrossEntropyProducts::kAuto;
   // Gradient filtering (kVocabTiled; kAuto switches to it when > 0): a
   // (row block × vocabulary tile) block whose softmax entries q are all below
   // this threshold is skipped in pass 2: no recomputation, no gradient
@@ -109,7 +122,8 @@ struct LinearCrossEntropyOutputs {
 struct LinearCrossEntropyResult : CrossEntropyResult {
   LinearCrossEntropyAlgorithm algorithm = LinearCrossEntropyAlgorithm::kAuto;  // the one used
   std::int64_t chunk_rows = 0, tile_cols = 0;  // the block shape used
-  std::size_t buffer_bytes = 0;                // the logits buffer allocated
+  std::size_t buffer_bytes = 0;                // the logits buffer (+ scratch) allocated
+  bool own_products = false;                   // kTokenChunked on the AVX-512 kernels
   // Gradient filtering: (row block, tile) blocks in pass 2, and how many were
   // skipped.
   std::int64_t blocks = 0, blocks_skipped = 0;

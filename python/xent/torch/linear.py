@@ -97,7 +97,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     plus algorithm ("auto", "token_chunked", "vocab_tiled"), grad_filter
     (skip vocabulary tiles whose softmax entries are all below it; 2**-12 is
     the published choice for bf16; changes the gradients slightly, never the
-    loss) and max_buffer_bytes (bound on the logits block; 0: 1/128 of the
+    loss) and max_buffer_bytes (bound on the logits block; 0: 1/112 of the
     2·N·V floats of logits + gradient). Gradients flow to hidden, weight and
     bias. reduction="none" works without gradients only. CUDA tensors run the
     GPU backend (vocabulary tiles by cuBLAS; `algorithm` is ignored there).

@@ -1,0 +1,344 @@
+// AVX-512 products of a token chunk (see chunk_gemm.h for what and why).
+//
+// Each kernel keeps a 24-vector block of the output in registers (of the 32
+// zmm registers: the rest hold one operand's vectors and a broadcast) and
+// streams the other operands from where they lie:
+//
+//   logits:      6 rows of W (6 broadcast streams along d) × 4 vectors of
+//                Hᵀ (64 chunk rows; H transposed once per chunk into scratch
+//                so that 16 rows are one vector). The block is 64 rows × 6
+//                classes, summed over all of d in registers, then written
+//                into Z's rows.
+//   grad_hidden: 6 rows of G (broadcasts along v) × 4 vectors of a W row
+//                (64 columns of d), over vocabulary blocks of 256 rows so
+//                that the W block (64 KiB) is re-read from L2 by the chunk's
+//                row groups, not from memory.
+//   grad_weight: 6 classes (columns of G, packed) × 4 vectors of an H row
+//                (64 columns of d), over the chunk's rows; the gW block is
+//                loaded, updated and stored once per chunk.
+//
+// Only the last block of d is masked (its loads and stores). The functions
+// are compiled for AVX-512F alone (target attribute) and called only where
+// chunk_gemm_supported().
+#include "cpu/chunk_gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define XENT_CHUNK_GEMM 1
+#include <immintrin.h>
+#define XENT_AVX512 __attribute__((target("avx512f")))
+#else
+#define XENT_CHUNK_GEMM 0
+#endif
+
+namespace xent::cpu {
+
+using i64 = std::int64_t;
+
+std::size_t chunk_logits_scratch(i64 c, i64 D) {
+  return static_cast<std::size_t>((c + 15) / 16 * 16) * static_cast<std::size_t>(D);
+}
+
+#if XENT_CHUNK_GEMM
+
+bool chunk_gemm_supported() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+
+namespace {
+
+constexpr i64 kLogitClasses = 6;   // classes per logits block
+constexpr i64 kRowBlock = 64;      // chunk rows per logits block (4 vectors)
+constexpr int kHiddenRows = 6;     // grad_hidden: chunk rows per block
+constexpr int kHiddenVecs = 4;     // grad_hidden: vectors of d per block
+constexpr i64 kHiddenVocab = 256;  // grad_hidden: vocabulary rows per pass
+constexpr i64 kWeightClasses = 6;  // grad_weight: classes per block
+constexpr i64 kWeightVecs = 4;     // grad_weight: vectors of d per block
+
+// Mask of the first n (≤ 16) lanes.
+inline __mmask16 first_lanes(i64 n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// ------------------------------------------------------------------ logits
+
+// tile[j·64 + n] = Σ_d ht[d·16P + n] · w[j][d] for the block's 16P rows and
+// kLogitClasses classes (w[j]: a row of W; rows past V repeat a valid one).
+template <int P>
+XENT_AVX512 void logits_block(const float* __restrict ht, const float* const* w, i64 D, float* __restrict tile) {
+  __m512 acc[kLogitClasses][P];
+  for (int j = 0; j < kLogitClasses; ++j)
+    for (int p = 0; p < P; ++p) acc[j][p] = _mm512_setzero_ps();
+  const float* w0 = w[0];
+  const float* w1 = w[1];
+  const float* w2 = w[2];
+  const float* w3 = w[3];
+  const float* w4 = w[4];
+  const float* w5 = w[5];
+  for (i64 d = 0; d < D; ++d) {
+    __m512 h[P];
+    for (int p = 0; p < P; ++p) h[p] = _mm512_load_ps(ht + d * 16 * P + 16 * p);
+    const float wv[kLogitClasses] = {w0[d], w1[d], w2[d], w3[d], w4[d], w5[d]};
+#pragma GCC unroll 6
+    for (int j = 0; j < kLogitClasses; ++j) {
+      const __m512 b = _mm512_set1_ps(wv[j]);
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) acc[j][p] = _mm512_fmadd_ps(h[p], b, acc[j][p]);
+    }
+  }
+  for (int j = 0; j < kLogitClasses; ++j)
+    for (int p = 0; p < P; ++p) _mm512_store_ps(tile + j * kRowBlock + 16 * p, acc[j][p]);
+}
+
+void logits_impl(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw, float* Z,
+                             i64 ldz, float* ht, int nt) {
+  const i64 blocks = (c + kRowBlock - 1) / kRowBlock;
+  // Hᵀ, block by block of 64 rows: block b holds rows [64b, 64b + 64) as
+  // 16·P floats per d (P = its vectors; rows past c are 0).
+  auto block_rows = [&](i64 b) { return std::min(kRowBlock, c - b * kRowBlock); };
+  auto block_vecs = [&](i64 b) { return (block_rows(b) + 15) / 16; };
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (i64 d0 = 0; d0 < D; d0 += 64) {
+    const i64 d1 = std::min(D, d0 + 64);
+    for (i64 b = 0; b < blocks; ++b) {
+      const i64 rows = block_rows(b), width = 16 * block_vecs(b);
+      float* hb = ht + b * kRowBlock * D;
+      for (i64 d = d0; d < d1; ++d) std::memset(hb + d * width + rows, 0, sizeof(float) * (width - rows));
+      for (i64 n = 0; n < rows; ++n) {
+        const float* hr = H + (b * kRowBlock + n) * ldh;
+        for (i64 d = d0; d < d1; ++d) hb[d * width + n] = hr[d];
+      }
+    }
+  }
+  const i64 groups = (V + kLogitClasses - 1) / kLogitClasses;
+#pragma omp parallel num_threads(nt)
+  {
+    alignas(64) float tile[kLogitClasses * kRowBlock];
+    const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
+    const i64 g0 = groups * t / T, g1 = groups * (t + 1) / T;
+    for (i64 g = g0; g < g1; ++g) {
+      const i64 v0 = g * kLogitClasses, nv = std::min(kLogitClasses, V - v0);
+      const float* w[kLogitClasses];
+      for (i64 j = 0; j < kLogitClasses; ++j) w[j] = W + (v0 + std::min(j, nv - 1)) * ldw;
+      for (i64 b = 0; b < blocks; ++b) {
+        const float* hb = ht + b * kRowBlock * D;
+        switch (block_vecs(b)) {
+          case 1: logits_block<1>(hb, w, D, tile); break;
+          case 2: logits_block<2>(hb, w, D, tile); break;
+          case 3: logits_block<3>(hb, w, D, tile); break;
+          default: logits_block<4>(hb, w, D, tile); break;
+        }
+        const i64 rows = block_rows(b);
+        for (i64 n = 0; n < rows; ++n) {
+          float* zr = Z + (b * kRowBlock + n) * ldz + v0;
+          for (i64 j = 0; j < nv; ++j) zr[j] = tile[j * kRowBlock + n];
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------- grad_hidden
+
+// c[i][0, 16Q) += Σ_{v<K} g[i][v] · w[v·ldw + (0, 16Q)] for i < rows (≤ R;
+// g rows past `rows` repeat a valid one). kMasked: d is cut by m[q].
+// pf: the W block this thread reads next, fetched into cache meanwhile.
+template <int kRows, int kVecs, bool kMasked>
+XENT_AVX512 void hidden_block(const float* const* g, const float* __restrict w, i64 ldw, i64 K,
+                              float* const* c, i64 rows, const __mmask16* m, const float* pf) {
+  __m512 acc[kRows][kVecs];
+  for (int i = 0; i < kRows; ++i)
+    for (int q = 0; q < kVecs; ++q)
+      acc[i][q] = i < rows ? (kMasked ? _mm512_maskz_loadu_ps(m[q], c[i] + 16 * q) : _mm512_loadu_ps(c[i] + 16 * q))
+                           : _mm512_setzero_ps();
+  const float* gr[kRows];
+  for (int i = 0; i < kRows; ++i) gr[i] = g[i];
+  for (i64 v = 0; v < K; ++v) {
+    const float* wr = w + v * ldw;
+    __m512 wv[kVecs];
+#pragma GCC unroll 6
+    for (int q = 0; q < kVecs; ++q)
+      wv[q] = kMasked ? _mm512_maskz_loadu_ps(m[q], wr + 16 * q) : _mm512_loadu_ps(wr + 16 * q);
+    if (pf) {
+      const char* p = reinterpret_cast<const char*>(pf + v * ldw);
+#pragma GCC unroll 6
+      for (int q = 0; q < kVecs; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T0);
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 b = _mm512_set1_ps(gr[i][v]);
+#pragma GCC unroll 6
+      for (int q = 0; q < kVecs; ++q) acc[i][q] = _mm512_fmadd_ps(wv[q], b, acc[i][q]);
+    }
+  }
+  for (i64 i = 0; i < rows; ++i)
+    for (int q = 0; q < kVecs; ++q) {
+      if (kMasked)
+        _mm512_mask_storeu_ps(c[i] + 16 * q, m[q], acc[i][q]);
+      else
+        _mm512_storeu_ps(c[i] + 16 * q, acc[i][q]);
+    }
+}
+
+// One shape of grad_hidden blocks: kRows chunk rows × kVecs vectors of d.
+template <int kRows, int kVecs>
+void grad_hidden_blocks(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
+                        i64 ldgh, int nt) {
+  constexpr i64 kCols = 16 * kVecs;
+  const i64 dblocks = (D + kCols - 1) / kCols, ngroups = (c + kRows - 1) / kRows;
+  const i64 tiles = dblocks * ngroups;  // d-block major: a thread's tiles share W blocks
+#pragma omp parallel num_threads(nt)
+  {
+    const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
+    const i64 t0 = tiles * t / T, t1 = tiles * (t + 1) / T;
+    for (i64 v0 = 0; v0 < V; v0 += kHiddenVocab) {
+      const i64 K = std::min(kHiddenVocab, V - v0);
+      for (i64 tile = t0; tile < t1; ++tile) {
+        const i64 db = tile / ngroups, ng = tile % ngroups;
+        const i64 d0 = db * kCols, n0 = ng * kRows;
+        const i64 rows = std::min<i64>(kRows, c - n0);
+        const float* g[kRows];
+        float* cr[kRows];
+        for (i64 i = 0; i < kRows; ++i) {
+          g[i] = G + (n0 + std::min(i, rows - 1)) * ldg + v0;
+          cr[i] = gH + (n0 + std::min(i, rows - 1)) * ldgh + d0;
+        }
+        // At the first tile of a W block: fetch this thread's next W block
+        // (the next d block, or the first one of the next vocabulary rows).
+        const float* pf = nullptr;
+        if (tile == t0 || ng == 0) {
+          if ((db + 1) * ngroups < t1)
+            pf = W + v0 * ldw + (db + 1) * kCols;
+          else if (v0 + kHiddenVocab < V)
+            pf = W + (v0 + kHiddenVocab) * ldw + (t0 / ngroups) * kCols;
+        }
+        const float* wb = W + v0 * ldw + d0;
+        if (d0 + kCols <= D) {
+          hidden_block<kRows, kVecs, false>(g, wb, ldw, K, cr, rows, nullptr, pf);
+        } else {
+          __mmask16 m[kVecs];
+          for (i64 q = 0; q < kVecs; ++q) m[q] = first_lanes(std::max<i64>(0, D - d0 - 16 * q));
+          hidden_block<kRows, kVecs, true>(g, wb, ldw, K, cr, rows, m, pf);
+        }
+      }
+    }
+  }
+}
+
+void grad_hidden_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw,
+                      float* gH, i64 ldgh, bool accumulate, int nt) {
+  if (!accumulate) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (i64 n = 0; n < c; ++n) std::memset(gH + n * ldgh, 0, sizeof(float) * D);
+  }
+  // 6 rows × 4 vectors: each step loads 4 lines of W (from L2) for 24
+  // FMAs. 4 rows × 6 vectors (6 lines) ran at 146–170 GFLOP/s against
+  // 173–190 for this shape; 8 × 3 spills registers (~90).
+  grad_hidden_blocks<kHiddenRows, kHiddenVecs>(c, V, D, G, ldg, W, ldw, gH, ldgh, nt);
+}
+
+// ------------------------------------------------------------- grad_weight
+
+// c[i][0, 64) += Σ_{n<R} gt[n·6 + i] · h[n·ldh + (0, 64)] for i < rows (≤ 6;
+// gt columns past `rows` are 0). pf: the next gW block, fetched meanwhile.
+template <bool kMasked>
+XENT_AVX512 void weight_block(const float* __restrict gt, const float* __restrict h, i64 ldh, i64 R,
+                              float* c, i64 ldc, i64 rows, const __mmask16* m, const float* pf) {
+  __m512 acc[kWeightClasses][kWeightVecs];
+  for (int i = 0; i < kWeightClasses; ++i)
+    for (int q = 0; q < kWeightVecs; ++q)
+      acc[i][q] = i < rows ? (kMasked ? _mm512_maskz_loadu_ps(m[q], c + i * ldc + 16 * q)
+                                      : _mm512_loadu_ps(c + i * ldc + 16 * q))
+                           : _mm512_setzero_ps();
+  for (i64 n = 0; n < R; ++n) {
+    const float* hr = h + n * ldh;
+    __m512 hv[kWeightVecs];
+#pragma GCC unroll 4
+    for (int q = 0; q < kWeightVecs; ++q)
+      hv[q] = kMasked ? _mm512_maskz_loadu_ps(m[q], hr + 16 * q) : _mm512_loadu_ps(hr + 16 * q);
+    if (pf && n < kWeightClasses * kWeightVecs && n / kWeightVecs < rows)
+      _mm_prefetch(reinterpret_cast<const char*>(pf + (n / kWeightVecs) * ldc + 16 * (n % kWeightVecs)), _MM_HINT_T0);
+#pragma GCC unroll 6
+    for (int i = 0; i < kWeightClasses; ++i) {
+      const __m512 b = _mm512_set1_ps(gt[n * kWeightClasses + i]);
+#pragma GCC unroll 4
+      for (int q = 0; q < kWeightVecs; ++q) acc[i][q] = _mm512_fmadd_ps(hv[q], b, acc[i][q]);
+    }
+  }
+  for (i64 i = 0; i < rows; ++i)
+    for (int q = 0; q < kWeightVecs; ++q) {
+      if (kMasked)
+        _mm512_mask_storeu_ps(c + i * ldc + 16 * q, m[q], acc[i][q]);
+      else
+        _mm512_storeu_ps(c + i * ldc + 16 * q, acc[i][q]);
+    }
+}
+
+void grad_weight_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh,
+                                  float* gW, i64 ldgw, int nt) {
+  constexpr i64 kCols = 16 * kWeightVecs;
+  const i64 groups = (V + kWeightClasses - 1) / kWeightClasses;
+#pragma omp parallel num_threads(nt)
+  {
+    // G's columns v0..v0+5 as c rows of 6 (the broadcasts of one step
+    // side by side); 0 past V.
+    float* gt = new float[static_cast<std::size_t>(c * kWeightClasses)];
+    const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
+    const i64 g0 = groups * t / T, g1 = groups * (t + 1) / T;
+    __mmask16 tail[kWeightVecs];
+    const i64 dfull = D / kCols * kCols;
+    for (i64 q = 0; q < kWeightVecs; ++q) tail[q] = first_lanes(std::max<i64>(0, D - dfull - 16 * q));
+    for (i64 g = g0; g < g1; ++g) {
+      const i64 v0 = g * kWeightClasses, rows = std::min(kWeightClasses, V - v0);
+      for (i64 n = 0; n < c; ++n)
+        for (i64 i = 0; i < kWeightClasses; ++i) gt[n * kWeightClasses + i] = i < rows ? G[n * ldg + v0 + i] : 0.0f;
+      float* cb = gW + v0 * ldgw;
+      for (i64 d0 = 0; d0 < dfull; d0 += kCols) {
+        const float* pf = d0 + kCols < dfull ? cb + d0 + kCols : (g + 1 < g1 ? cb + kWeightClasses * ldgw : nullptr);
+        weight_block<false>(gt, H + d0, ldh, c, cb + d0, ldgw, rows, nullptr, pf);
+      }
+      if (dfull < D) weight_block<true>(gt, H + dfull, ldh, c, cb + dfull, ldgw, rows, tail, nullptr);
+    }
+    delete[] gt;
+  }
+}
+
+}  // namespace
+
+void chunk_logits(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw, float* Z, i64 ldz,
+                  float* scratch, int nt) {
+  if (c <= 0 || V <= 0) return;
+  if (D == 0) {
+    for (i64 n = 0; n < c; ++n) std::fill(Z + n * ldz, Z + n * ldz + V, 0.0f);
+    return;
+  }
+  logits_impl(c, V, D, H, ldh, W, ldw, Z, ldz, scratch, nt);
+}
+
+void chunk_grad_hidden(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
+                       i64 ldgh, bool accumulate, int nt) {
+  if (c <= 0 || D <= 0) return;
+  grad_hidden_impl(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, nt);
+}
+
+void chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh, float* gW,
+                       i64 ldgw, int nt) {
+  if (c <= 0 || V <= 0 || D <= 0) return;
+  grad_weight_impl(c, V, D, G, ldg, H, ldh, gW, ldgw, nt);
+}
+
+#else  // no x86-64 AVX-512 build: the callers use the BLAS
+
+bool chunk_gemm_supported() { return false; }
+void chunk_logits(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, float*, int) {}
+void chunk_grad_hidden(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, bool, int) {}
+void chunk_grad_weight(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, int) {}
+
+#endif
+
+}  // namespace xent::cpu

@@ -1,0 +1,46 @@
+// The three matrix products of one token chunk of linear_cross_entropy
+// (src/linear_cross_entropy.cc), as AVX-512 kernels of our own:
+//
+//   logits      Z[c×V]  = H[c×D] · W[V×D]ᵀ
+//   grad_hidden gH[c×D] = G[c×V] · W[V×D]        (or +=)
+//   grad_weight gW[V×D] += G[c×V]ᵀ · H[c×D]
+//
+// Why not the BLAS: a chunk has few rows (c = 64 at 4096×4096×32000 under
+// the memory bound), and OpenBLAS repacks the whole 0.5 GB weight on
+// every such call: its chunk products ran at 131 / 153 / 173 GFLOP/s against
+// 206 for the same products at full size (bench/linear_cross_entropy_bench,
+// docs/performance.md). These kernels read W, G, H and gW where they lie, no
+// packing of the large operands: each is a register block of 24 float32
+// vectors fed by one operand's vectors and the other's broadcast scalars.
+//
+// Every output element is one sequence of FMAs in a fixed order (over d, v
+// or the chunk's rows) that does not depend on the thread count: the same
+// bits for any number of threads. Matrices are row-major with the given row
+// strides (in floats). Call from outside any OpenMP parallel region; `nt`
+// threads are used.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace xent::cpu {
+
+// Whether this build has the kernels and this CPU runs them (AVX-512F).
+bool chunk_gemm_supported();
+
+// Scratch floats chunk_logits needs (H transposed, rows padded to 16).
+std::size_t chunk_logits_scratch(std::int64_t c, std::int64_t D);
+
+// Z = H·Wᵀ. `scratch`: chunk_logits_scratch(c, D) floats, 64-byte aligned.
+void chunk_logits(std::int64_t c, std::int64_t V, std::int64_t D, const float* H, std::int64_t ldh,
+                  const float* W, std::int64_t ldw, float* Z, std::int64_t ldz, float* scratch, int nt);
+
+// gH = G·W (accumulate: gH += G·W).
+void chunk_grad_hidden(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
+                       const float* W, std::int64_t ldw, float* gH, std::int64_t ldgh, bool accumulate, int nt);
+
+// gW += Gᵀ·H.
+void chunk_grad_weight(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
+                       const float* H, std::int64_t ldh, float* gW, std::int64_t ldgw, int nt);
+
+}  // namespace xent::cpu
