@@ -1,9 +1,12 @@
 // linear_cross_entropy benchmark: one shape per process, one JSON line out.
 //
-//   linear_cross_entropy_bench N D V [--algos chunked,tiled,filter] [--reps R]
+//   linear_cross_entropy_bench N D V [--algos chunked,chunked_blas,tiled,filter] [--reps R]
 //                                    [--no-floor] [--zipf] [--chunk-rows C] [--tile-cols T]
 //                                    [--budget-rows NF]
 //
+// chunked: token-chunked with kAuto products (our AVX-512 kernels where the
+// CPU has them); chunked_blas: the same on OpenBLAS; tiled: vocab-tiled;
+// filter: vocab-tiled with grad_filter = 2^-12.
 // --chunk-rows/--tile-cols fix the block shape (default: from the memory
 // budget, 1/112 of 2·N·V floats). --budget-rows NF uses the budget of N = NF
 // rows: running N' < NF rows then does the per-chunk work of the full shape
