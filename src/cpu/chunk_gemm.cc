@@ -65,6 +65,20 @@ inline __mmask16 first_lanes(i64 n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
+// Columns [0, 16) from p: the whole vector, or (kMasked) the lanes of m.
+template <bool kMasked>
+XENT_AVX512 inline __m512 load_cols(const float* p, __mmask16 m) {
+  if constexpr (kMasked) return _mm512_maskz_loadu_ps(m, p);
+  return _mm512_loadu_ps(p);
+}
+template <bool kMasked>
+XENT_AVX512 inline void store_cols(float* p, __mmask16 m, __m512 v) {
+  if constexpr (kMasked)
+    _mm512_mask_storeu_ps(p, m, v);
+  else
+    _mm512_storeu_ps(p, v);
+}
+
 // ------------------------------------------------------------------ logits
 
 // tile[j·64 + n] = Σ_d ht[d·16P + n] · w[j][d] for the block's 16P rows and
@@ -154,16 +168,14 @@ XENT_AVX512 void hidden_block(const float* const* g, const float* __restrict w, 
   __m512 acc[kRows][kVecs];
   for (int i = 0; i < kRows; ++i)
     for (int q = 0; q < kVecs; ++q)
-      acc[i][q] = i < rows ? (kMasked ? _mm512_maskz_loadu_ps(m[q], c[i] + 16 * q) : _mm512_loadu_ps(c[i] + 16 * q))
-                           : _mm512_setzero_ps();
+      acc[i][q] = i < rows ? load_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0) : _mm512_setzero_ps();
   const float* gr[kRows];
   for (int i = 0; i < kRows; ++i) gr[i] = g[i];
   for (i64 v = 0; v < K; ++v) {
     const float* wr = w + v * ldw;
     __m512 wv[kVecs];
 #pragma GCC unroll 6
-    for (int q = 0; q < kVecs; ++q)
-      wv[q] = kMasked ? _mm512_maskz_loadu_ps(m[q], wr + 16 * q) : _mm512_loadu_ps(wr + 16 * q);
+    for (int q = 0; q < kVecs; ++q) wv[q] = load_cols<kMasked>(wr + 16 * q, kMasked ? m[q] : 0);
     if (pf) {
       const char* p = reinterpret_cast<const char*>(pf + v * ldw);
 #pragma GCC unroll 6
@@ -177,12 +189,7 @@ XENT_AVX512 void hidden_block(const float* const* g, const float* __restrict w, 
     }
   }
   for (i64 i = 0; i < rows; ++i)
-    for (int q = 0; q < kVecs; ++q) {
-      if (kMasked)
-        _mm512_mask_storeu_ps(c[i] + 16 * q, m[q], acc[i][q]);
-      else
-        _mm512_storeu_ps(c[i] + 16 * q, acc[i][q]);
-    }
+    for (int q = 0; q < kVecs; ++q) store_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0, acc[i][q]);
 }
 
 // One shape of grad_hidden blocks: kRows chunk rows × kVecs vectors of d.
@@ -252,31 +259,23 @@ XENT_AVX512 void weight_block(const float* __restrict gt, const float* __restric
   __m512 acc[kWeightClasses][kWeightVecs];
   for (int i = 0; i < kWeightClasses; ++i)
     for (int q = 0; q < kWeightVecs; ++q)
-      acc[i][q] = i < rows ? (kMasked ? _mm512_maskz_loadu_ps(m[q], c + i * ldc + 16 * q)
-                                      : _mm512_loadu_ps(c + i * ldc + 16 * q))
-                           : _mm512_setzero_ps();
+      acc[i][q] = i < rows ? load_cols<kMasked>(c + i * ldc + 16 * q, kMasked ? m[q] : 0) : _mm512_setzero_ps();
   for (i64 n = 0; n < R; ++n) {
     const float* hr = h + n * ldh;
     __m512 hv[kWeightVecs];
-#pragma GCC unroll 4
-    for (int q = 0; q < kWeightVecs; ++q)
-      hv[q] = kMasked ? _mm512_maskz_loadu_ps(m[q], hr + 16 * q) : _mm512_loadu_ps(hr + 16 * q);
+#pragma GCC unroll 8
+    for (int q = 0; q < kWeightVecs; ++q) hv[q] = load_cols<kMasked>(hr + 16 * q, kMasked ? m[q] : 0);
     if (pf && n < kWeightClasses * kWeightVecs && n / kWeightVecs < rows)
       _mm_prefetch(reinterpret_cast<const char*>(pf + (n / kWeightVecs) * ldc + 16 * (n % kWeightVecs)), _MM_HINT_T0);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int i = 0; i < kWeightClasses; ++i) {
       const __m512 b = _mm512_set1_ps(gt[n * kWeightClasses + i]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int q = 0; q < kWeightVecs; ++q) acc[i][q] = _mm512_fmadd_ps(hv[q], b, acc[i][q]);
     }
   }
   for (i64 i = 0; i < rows; ++i)
-    for (int q = 0; q < kWeightVecs; ++q) {
-      if (kMasked)
-        _mm512_mask_storeu_ps(c + i * ldc + 16 * q, m[q], acc[i][q]);
-      else
-        _mm512_storeu_ps(c + i * ldc + 16 * q, acc[i][q]);
-    }
+    for (int q = 0; q < kWeightVecs; ++q) store_cols<kMasked>(c + i * ldc + 16 * q, kMasked ? m[q] : 0, acc[i][q]);
 }
 
 void grad_weight_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh,
