@@ -69,13 +69,15 @@ HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modif
     // operand when either is NaN: x second, so that a NaN logit gives a NaN
     // exp (the statistics pass relies on it, kExpKeepsNaN).
     x = hn::Vec<D>{_mm512_max_ps(hn::Set(d, -104.0f).raw, x.raw)};
-    // k by vrndscaleps with 4 fraction bits; its sixteenths, 16k mod 16, are
-    // the low 4 bits of k + 1.5·2^19 (whose ulp is 1/16): the table index.
-    const auto k = hn::Vec<D>{_mm512_roundscale_ps(hn::Mul(x, hn::Set(d, 1.44269504088896341f)).raw,
-                                                   (4 << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+    // k = x/ln 2 rounded to sixteenths by one FMA: j = x·log2(e) + 1.5·2^19
+    // rounds to the ulp of 1.5·2^19, 1/16, and its low 4 mantissa bits are
+    // 16k mod 16, the table index; k = j − 1.5·2^19 exactly (an add, beside
+    // the FMA pipes; a vrndscaleps after a multiply cost one more operation).
+    const auto kShift = hn::Set(d, 786432.0f);
+    const auto j = hn::MulAdd(x, hn::Set(d, 1.44269504088896341f), kShift);
+    const auto k = hn::Sub(j, kShift);
     auto r = hn::NegMulAdd(k, hn::Set(d, 0.69311523f), x);  // ln 2 = hi (12 bits) + lo
     r = hn::NegMulAdd(k, hn::Set(d, 3.1946183e-05f), r);
-    const auto j = hn::Add(k, hn::Set(d, 786432.0f));
     const hn::Vec<D> t{_mm512_permutexvar_ps(_mm512_castps_si512(j.raw), hn::Load(d, kPow2Sixteenths).raw)};
     auto q = hn::MulAdd(hn::Set(d, 0.16666766f), r, hn::Set(d, 0.50001615f));
     q = hn::MulAdd(q, r, hn::Set(d, 1.0f));
