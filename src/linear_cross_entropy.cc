@@ -547,7 +547,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
       const std::int64_t nv = std::min(vs, V - v0);
       const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
       if (own) {
-        if (gH) cpu::chunk_grad_hidden(c, nv, D, L + v0, V, Wt, ldw, gH + r0 * ldgh, ldgh, v0 != 0, nt);
+        if (gH) cpu::chunk_grad_hidden(c, nv, D, L + v0, V, Wt, ldw, gH + r0 * ldgh, ldgh, v0 != 0, ht, nt);
         if (gW) cpu::chunk_grad_weight(c, nv, D, L + v0, V, Hc, ldh, gW + v0 * ldgw, ldgw, nt);
         continue;
       }

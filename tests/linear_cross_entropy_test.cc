@@ -454,6 +454,30 @@ TEST(LinearCeChunked, OwnProductKernelsOddShapesAndThreads) {
   }
 }
 
+// grad_hidden's transposed form (D ≥ 4096) gives the same bits for any
+// thread count, accumulating or not.
+TEST(LinearCeChunked, OwnGradHiddenTransposedIsDeterministic) {
+  if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F";
+  const std::int64_t c = 70, D = 4099, V = 600;
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> G(static_cast<std::size_t>(c * V)), W(static_cast<std::size_t>(V * D));
+  for (auto* m : {&G, &W})
+    for (auto& x : *m) x = u(rng);
+  std::vector<float> scratch(cpu::chunk_logits_scratch(c, D) + 16);
+  float* ht = scratch.data() + (16 - (reinterpret_cast<std::uintptr_t>(scratch.data()) / 4) % 16) % 16;
+  for (bool acc : {false, true}) {
+    std::vector<std::vector<float>> out;
+    for (int threads : {1, 2, 3}) {
+      std::vector<float> gH(static_cast<std::size_t>(c * D), 0.125f);
+      cpu::chunk_grad_hidden(c, V, D, G.data(), V, W.data(), D, gH.data(), D, acc, ht, threads);
+      out.push_back(gH);
+    }
+    for (std::size_t i = 1; i < out.size(); ++i)
+      EXPECT_EQ(std::memcmp(out[i].data(), out[0].data(), out[0].size() * sizeof(float)), 0) << acc << " " << i;
+  }
+}
+
 // The products on their own, against long double, at shapes no chunk of the
 // tests above reaches: one row, one column of d, one class, and a row block
 // of 16·3 + 1 rows; gradient products accumulating into non-zero outputs.
@@ -461,8 +485,11 @@ TEST(LinearCeChunked, OwnProductKernelsAgainstLongDouble) {
   if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F";
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  // D ≥ 4096 takes grad_hidden's transposed form (70 rows: a 64-row block and a 6-row one;
+  // D = 4099: a 1-column tail of the 6-column groups; V = 300: a 44-class tail of the
+  // 256-class passes).
   for (auto [c, D, V] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1, 1, 1}, {49, 17, 7},
-                         {3, 300, 13}, {130, 65, 6}, {16, 64, 64}}) {
+                         {3, 300, 13}, {130, 65, 6}, {16, 64, 64}, {70, 4099, 300}, {5, 4096, 3}}) {
     SCOPED_TRACE("c=" + std::to_string(c) + " D=" + std::to_string(D) + " V=" + std::to_string(V));
     const std::int64_t ldh = D + 5, ldw = D + 2, ldz = V + 3;
     std::vector<float> H(static_cast<std::size_t>(c * ldh)), W(static_cast<std::size_t>(V * ldw));
@@ -474,7 +501,7 @@ TEST(LinearCeChunked, OwnProductKernelsAgainstLongDouble) {
     float* ht = scratch.data() + (16 - (reinterpret_cast<std::uintptr_t>(scratch.data()) / 4) % 16) % 16;
     cpu::chunk_logits(c, V, D, H.data(), ldh, W.data(), ldw, Z.data(), ldz, ht, 2);
     std::vector<float> gH(static_cast<std::size_t>(c * ldh), 0.5f), gW(static_cast<std::size_t>(V * ldw), 0.25f);
-    cpu::chunk_grad_hidden(c, V, D, G.data(), ldz, W.data(), ldw, gH.data(), ldh, /*accumulate=*/true, 2);
+    cpu::chunk_grad_hidden(c, V, D, G.data(), ldz, W.data(), ldw, gH.data(), ldh, /*accumulate=*/true, ht, 2);
     cpu::chunk_grad_weight(c, V, D, G.data(), ldz, H.data(), ldh, gW.data(), ldw, 2);
     // Each entry is a dot product of K terms of magnitude ≤ 1: error ≤ K·2^-24·K.
     for (std::int64_t n = 0; n < c; ++n)

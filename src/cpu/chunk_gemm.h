@@ -35,9 +35,11 @@ std::size_t chunk_logits_scratch(std::int64_t c, std::int64_t D);
 void chunk_logits(std::int64_t c, std::int64_t V, std::int64_t D, const float* H, std::int64_t ldh,
                   const float* W, std::int64_t ldw, float* Z, std::int64_t ldz, float* scratch, int nt);
 
-// gH = G·W (accumulate: gH += G·W).
+// gH = G·W (accumulate: gH += G·W). `scratch`: chunk_logits_scratch(c, D)
+// floats, 64-byte aligned (the logits' scratch, free again after them).
 void chunk_grad_hidden(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
-                       const float* W, std::int64_t ldw, float* gH, std::int64_t ldgh, bool accumulate, int nt);
+                       const float* W, std::int64_t ldw, float* gH, std::int64_t ldgh, bool accumulate,
+                       float* scratch, int nt);
 
 // gW += Gᵀ·H.
 void chunk_grad_weight(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
