@@ -45,10 +45,6 @@ namespace xent::cpu {
 
 using i64 = std::int64_t;
 
-std::size_t chunk_logits_scratch(i64 c, i64 D) {
-  return static_cast<std::size_t>((c + 15) / 16 * 16) * static_cast<std::size_t>(D);
-}
-
 #if XENT_CHUNK_GEMM
 
 bool chunk_gemm_supported() {
@@ -66,6 +62,18 @@ constexpr i64 kHiddenVocab = 256;  // grad_hidden: vocabulary rows per pass
 constexpr i64 kHiddenTransposedFrom = 4096;  // grad_hidden: the transposed form from this D on
 constexpr i64 kWeightClasses = 6;  // grad_weight: classes per block
 constexpr i64 kWeightVecs = 4;     // grad_weight: vectors of d per block
+
+}  // namespace
+
+std::size_t chunk_logits_scratch(i64 c, i64 D) {
+  // Hᵀ for the logits (Gᵀ-shaped sums for grad_hidden), then, where
+  // grad_hidden takes its transposed form, its transposed G block (256
+  // classes).
+  const i64 extra = D >= kHiddenTransposedFrom ? kHiddenVocab : 0;
+  return static_cast<std::size_t>((c + 15) / 16 * 16) * static_cast<std::size_t>(D + extra);
+}
+
+namespace {
 
 // Mask of the first n (≤ 16) lanes.
 inline __mmask16 first_lanes(i64 n) {
@@ -282,9 +290,10 @@ void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
   std::memset(acc_t, 0, sizeof(float) * static_cast<std::size_t>(cpad * D));
   const i64 groups = (D + kLogitClasses - 1) / kLogitClasses;
   // G's columns [v0, v0 + K) transposed, block by block of 64 rows (as Hᵀ in
-  // the logits kernel): K × 16P floats per block; shared, each thread
-  // transposing a share of the rows.
-  float* gt = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * static_cast<std::size_t>(cpad * kHiddenVocab)));
+  // the logits kernel): K × 16P floats per block, in the scratch after the
+  // sums; shared, each thread transposing a share of the rows.
+  static_assert(kHiddenVocab == 256, "chunk_logits_scratch holds 256 classes of G");
+  float* gt = acc_t + cpad * D;
 #pragma omp parallel num_threads(nt)
   {
     const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
@@ -332,7 +341,6 @@ void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
         for (i64 d = 0; d < D; ++d) out[d] = ab[d * width + ln];
     }
   }
-  std::free(gt);
 }
 
 void grad_hidden_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw,
@@ -439,6 +447,9 @@ void chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float
 #else  // no x86-64 AVX-512 build: the callers use the BLAS
 
 bool chunk_gemm_supported() { return false; }
+std::size_t chunk_logits_scratch(i64 c, i64 D) {
+  return static_cast<std::size_t>((c + 15) / 16 * 16) * static_cast<std::size_t>(D);
+}
 void chunk_logits(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, float*, int) {}
 void chunk_grad_hidden(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, bool, float*, int) {}
 void chunk_grad_weight(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, int) {}

@@ -28,7 +28,8 @@ namespace xent::cpu {
 // Whether this build has the kernels and this CPU runs them (AVX-512F).
 bool chunk_gemm_supported();
 
-// Scratch floats chunk_logits needs (H transposed, rows padded to 16).
+// Scratch floats chunk_logits and chunk_grad_hidden need (H transposed,
+// rows padded to 16, and a transposed block of 256 classes of G).
 std::size_t chunk_logits_scratch(std::int64_t c, std::int64_t D);
 
 // Z = H·Wᵀ. `scratch`: chunk_logits_scratch(c, D) floats, 64-byte aligned.
@@ -36,7 +37,8 @@ void chunk_logits(std::int64_t c, std::int64_t V, std::int64_t D, const float* H
                   const float* W, std::int64_t ldw, float* Z, std::int64_t ldz, float* scratch, int nt);
 
 // gH = G·W (accumulate: gH += G·W). `scratch`: chunk_logits_scratch(c, D)
-// floats, 64-byte aligned (the logits' scratch, free again after them).
+// floats, 64-byte aligned (the logits' scratch, free again after them), or
+// nullptr (then the row-block form only).
 void chunk_grad_hidden(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
                        const float* W, std::int64_t ldw, float* gH, std::int64_t ldgh, bool accumulate,
                        float* scratch, int nt);
