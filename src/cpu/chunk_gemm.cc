@@ -96,32 +96,43 @@ XENT_AVX512 inline void store_cols(float* p, __mmask16 m, __m512 v) {
 
 // ------------------------------------------------------------------ logits
 
-// tile[j·64 + n] = Σ_d ht[d·16P + n] · w[j][d] for the block's 16P rows and
-// kLogitClasses classes (w[j]: a row of W; rows past V repeat a valid one).
+// The register block of the logits kernel and of grad_hidden's transposed
+// form: out[j·ld + (0, 16P)] (+)= Σ_{k<K} a[k·16P + (0, 16P)] · b[k·sk + off[j]]
+// for j < 6, i.e. 6 broadcast streams of b against P vectors of a per step.
+// accumulate: start from out (else 0); only j < nout is stored.
 template <int P>
-XENT_AVX512 void logits_block(const float* __restrict ht, const float* const* w, i64 D, float* __restrict tile) {
+XENT_AVX512 void block_6xP(const float* __restrict a, const float* __restrict b, i64 sk, const i64* off, i64 K,
+                           float* __restrict out, i64 ld, bool accumulate, i64 nout) {
   __m512 acc[kLogitClasses][P];
   for (int j = 0; j < kLogitClasses; ++j)
-    for (int p = 0; p < P; ++p) acc[j][p] = _mm512_setzero_ps();
-  const float* w0 = w[0];
-  const float* w1 = w[1];
-  const float* w2 = w[2];
-  const float* w3 = w[3];
-  const float* w4 = w[4];
-  const float* w5 = w[5];
-  for (i64 d = 0; d < D; ++d) {
+    for (int p = 0; p < P; ++p)
+      acc[j][p] = accumulate && j < nout ? _mm512_load_ps(out + j * ld + 16 * p) : _mm512_setzero_ps();
+  const i64 o0 = off[0], o1 = off[1], o2 = off[2], o3 = off[3], o4 = off[4], o5 = off[5];
+  for (i64 k = 0; k < K; ++k) {
     __m512 h[P];
-    for (int p = 0; p < P; ++p) h[p] = _mm512_load_ps(ht + d * 16 * P + 16 * p);
-    const float wv[kLogitClasses] = {w0[d], w1[d], w2[d], w3[d], w4[d], w5[d]};
+    for (int p = 0; p < P; ++p) h[p] = _mm512_load_ps(a + k * 16 * P + 16 * p);
+    const float* bk = b + k * sk;
+    const float bv[kLogitClasses] = {bk[o0], bk[o1], bk[o2], bk[o3], bk[o4], bk[o5]};
 #pragma GCC unroll 6
     for (int j = 0; j < kLogitClasses; ++j) {
-      const __m512 b = _mm512_set1_ps(wv[j]);
+      const __m512 bj = _mm512_set1_ps(bv[j]);
 #pragma GCC unroll 4
-      for (int p = 0; p < P; ++p) acc[j][p] = _mm512_fmadd_ps(h[p], b, acc[j][p]);
+      for (int p = 0; p < P; ++p) acc[j][p] = _mm512_fmadd_ps(h[p], bj, acc[j][p]);
     }
   }
-  for (int j = 0; j < kLogitClasses; ++j)
-    for (int p = 0; p < P; ++p) _mm512_store_ps(tile + j * kRowBlock + 16 * p, acc[j][p]);
+  for (i64 j = 0; j < nout; ++j)
+    for (int p = 0; p < P; ++p) _mm512_store_ps(out + j * ld + 16 * p, acc[j][p]);
+}
+
+// block_6xP for P = 1..4 (the vectors of a 64-row block).
+void block_6x(i64 P, const float* a, const float* b, i64 sk, const i64* off, i64 K, float* out, i64 ld,
+              bool accumulate, i64 nout) {
+  switch (P) {
+    case 1: block_6xP<1>(a, b, sk, off, K, out, ld, accumulate, nout); break;
+    case 2: block_6xP<2>(a, b, sk, off, K, out, ld, accumulate, nout); break;
+    case 3: block_6xP<3>(a, b, sk, off, K, out, ld, accumulate, nout); break;
+    default: block_6xP<4>(a, b, sk, off, K, out, ld, accumulate, nout); break;
+  }
 }
 
 void logits_impl(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw, float* Z,
@@ -152,16 +163,12 @@ void logits_impl(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i
     const i64 g0 = groups * t / T, g1 = groups * (t + 1) / T;
     for (i64 g = g0; g < g1; ++g) {
       const i64 v0 = g * kLogitClasses, nv = std::min(kLogitClasses, V - v0);
-      const float* w[kLogitClasses];
-      for (i64 j = 0; j < kLogitClasses; ++j) w[j] = W + (v0 + std::min(j, nv - 1)) * ldw;
+      // Class j's row of W (rows past V repeat a valid one), read along d.
+      i64 off[kLogitClasses];
+      for (i64 j = 0; j < kLogitClasses; ++j) off[j] = std::min(j, nv - 1) * ldw;
       for (i64 b = 0; b < blocks; ++b) {
-        const float* hb = ht + b * kRowBlock * D;
-        switch (block_vecs(b)) {
-          case 1: logits_block<1>(hb, w, D, tile); break;
-          case 2: logits_block<2>(hb, w, D, tile); break;
-          case 3: logits_block<3>(hb, w, D, tile); break;
-          default: logits_block<4>(hb, w, D, tile); break;
-        }
+        block_6x(block_vecs(b), ht + b * kRowBlock * D, W + v0 * ldw, 1, off, D, tile, kRowBlock, false,
+                 kLogitClasses);
         const i64 rows = block_rows(b);
         for (i64 n = 0; n < rows; ++n) {
           float* zr = Z + (b * kRowBlock + n) * ldz + v0;
@@ -253,34 +260,8 @@ void grad_hidden_blocks(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
 }
 
 // grad_hidden the other way round, shaped like the logits kernel: the
-// chunk's rows are the vector lanes. acc_t[j·16P + (0, 16P)] (a block of
-// gHᵀ, d = d0 + j) += Σ_{v<K} gt[v·16P + (0, 16P)] · w[v·ldw + j] for j < 6
-// (columns past D repeat a valid one and are not stored).
-template <int P>
-XENT_AVX512 void hidden_t_block(const float* __restrict gt, const float* __restrict w, i64 ldw, i64 K,
-                                float* __restrict acc_t, i64 nd) {
-  __m512 acc[kLogitClasses][P];
-  for (int j = 0; j < kLogitClasses; ++j)
-    for (int p = 0; p < P; ++p)
-      acc[j][p] = j < nd ? _mm512_load_ps(acc_t + j * 16 * P + 16 * p) : _mm512_setzero_ps();
-  i64 col[kLogitClasses];
-  for (int j = 0; j < kLogitClasses; ++j) col[j] = std::min<i64>(j, nd - 1);
-  for (i64 v = 0; v < K; ++v) {
-    __m512 h[P];
-    for (int p = 0; p < P; ++p) h[p] = _mm512_load_ps(gt + v * 16 * P + 16 * p);
-    const float* wr = w + v * ldw;
-    const float wv[kLogitClasses] = {wr[col[0]], wr[col[1]], wr[col[2]], wr[col[3]], wr[col[4]], wr[col[5]]};
-#pragma GCC unroll 6
-    for (int j = 0; j < kLogitClasses; ++j) {
-      const __m512 b = _mm512_set1_ps(wv[j]);
-#pragma GCC unroll 4
-      for (int p = 0; p < P; ++p) acc[j][p] = _mm512_fmadd_ps(h[p], b, acc[j][p]);
-    }
-  }
-  for (i64 j = 0; j < nd; ++j)
-    for (int p = 0; p < P; ++p) _mm512_store_ps(acc_t + j * 16 * P + 16 * p, acc[j][p]);
-}
-
+// chunk's rows are the vector lanes; block_6xP sums a block of gHᵀ (6
+// columns d0..d0+5 of W broadcast) over 256 classes of transposed G.
 void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
                         i64 ldgh, bool accumulate, float* acc_t, int nt) {
   const i64 blocks = (c + kRowBlock - 1) / kRowBlock;
@@ -314,17 +295,13 @@ void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
 #pragma omp barrier
       for (i64 g = g0; g < g1; ++g) {
         const i64 d0 = g * kLogitClasses, nd = std::min(kLogitClasses, D - d0);
+        // Columns past D repeat a valid one and are not stored.
+        i64 off[kLogitClasses];
+        for (i64 j = 0; j < kLogitClasses; ++j) off[j] = std::min(j, nd - 1);
         for (i64 b = 0; b < blocks; ++b) {
-          const float* gb = gt + b * kRowBlock * kHiddenVocab;
           const i64 P = block_vecs(b);
-          float* ab = acc_t + b * kRowBlock * D + d0 * 16 * P;
-          const float* wb = W + v0 * ldw + d0;
-          switch (P) {
-            case 1: hidden_t_block<1>(gb, wb, ldw, K, ab, nd); break;
-            case 2: hidden_t_block<2>(gb, wb, ldw, K, ab, nd); break;
-            case 3: hidden_t_block<3>(gb, wb, ldw, K, ab, nd); break;
-            default: hidden_t_block<4>(gb, wb, ldw, K, ab, nd); break;
-          }
+          block_6x(P, gt + b * kRowBlock * kHiddenVocab, W + v0 * ldw + d0, ldw, off, K,
+                   acc_t + b * kRowBlock * D + d0 * 16 * P, 16 * P, true, nd);
         }
       }
 #pragma omp barrier
