@@ -454,7 +454,7 @@ TEST(LinearCeChunked, OwnProductKernelsOddShapesAndThreads) {
   }
 }
 
-// grad_hidden's transposed form (D ≥ 4096) gives the same bits for any
+// grad_hidden's transposed form (D ≥ 3072) gives the same bits for any
 // thread count, accumulating or not.
 TEST(LinearCeChunked, OwnGradHiddenTransposedIsDeterministic) {
   if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F";
@@ -485,7 +485,7 @@ TEST(LinearCeChunked, OwnProductKernelsAgainstLongDouble) {
   if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F";
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  // D ≥ 4096 takes grad_hidden's transposed form (70 rows: a 64-row block and a 6-row one;
+  // D ≥ 3072 takes grad_hidden's transposed form (70 rows: a 64-row block and a 6-row one;
   // D = 4099: a 1-column tail of the 6-column groups; V = 300: a 44-class tail of the
   // 256-class passes).
   for (auto [c, D, V] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1, 1, 1}, {49, 17, 7},

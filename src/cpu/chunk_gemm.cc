@@ -12,7 +12,7 @@
 //   grad_hidden: 6 rows of G (broadcasts along v) × 4 vectors of a W row
 //                (64 columns of d), over vocabulary blocks of 256 rows so
 //                that the W block (64 KiB) is re-read from L2 by the chunk's
-//                row groups, not from memory. From D = 4096 on, the other
+//                row groups, not from memory. From D = 3072 on, the other
 //                way round, shaped like the logits kernel: 6 columns of W
 //                (broadcasts) × 4 vectors of Gᵀ (64 chunk rows; G transposed
 //                256 classes at a time), summed into Gᵀ-shaped scratch (the
@@ -59,7 +59,7 @@ constexpr i64 kRowBlock = 64;      // chunk rows per logits block (4 vectors)
 constexpr int kHiddenRows = 6;     // grad_hidden: chunk rows per block
 constexpr int kHiddenVecs = 4;     // grad_hidden: vectors of d per block
 constexpr i64 kHiddenVocab = 256;  // grad_hidden: vocabulary rows per pass
-constexpr i64 kHiddenTransposedFrom = 4096;  // grad_hidden: the transposed form from this D on
+constexpr i64 kHiddenTransposedFrom = 3072;  // grad_hidden: the transposed form from this D on
 constexpr i64 kWeightClasses = 6;  // grad_weight: classes per block
 constexpr i64 kWeightVecs = 4;     // grad_weight: vectors of d per block
 
@@ -405,10 +405,11 @@ void chunk_logits(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, 
 void chunk_grad_hidden(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
                        i64 ldgh, bool accumulate, float* scratch, int nt) {
   if (c <= 0 || D <= 0) return;
-  // Measured per 64-row chunk (2 threads): at D = 4096 the transposed form
-  // runs at 197–202 GFLOP/s against 154–163 (and 194 against 187 for 128
-  // rows); at D = 2048 and 1024 it is the slower one (116–128 against
-  // 155–183), and the row-block form stays there.
+  // Measured per 64-row chunk (2 threads, GFLOP/s, transposed against
+  // row-block form): D = 3072 208 / 170, 4096 197–206 / 154–163 (128 rows:
+  // 194 / 187), 5120 ~200 / ~200; but D = 2048 and 1024 116–128 / 155–183,
+  // whatever the vocabulary rows per pass (64–1024): the row-block form
+  // stays below 3072.
   if (scratch && D >= kHiddenTransposedFrom)
     grad_hidden_t_impl(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, scratch, nt);
   else
