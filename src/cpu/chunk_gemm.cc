@@ -94,6 +94,31 @@ XENT_AVX512 inline void store_cols(float* p, __mmask16 m, __m512 v) {
     _mm512_storeu_ps(p, v);
 }
 
+// The chunk's rows in blocks of 64 (the logits kernel's 4 vectors; the last
+// block may have fewer rows, padded to whole vectors of 16).
+struct RowBlocks {
+  i64 c;
+  i64 count() const { return (c + kRowBlock - 1) / kRowBlock; }
+  i64 rows(i64 b) const { return std::min(kRowBlock, c - b * kRowBlock); }
+  i64 vecs(i64 b) const { return (rows(b) + 15) / 16; }
+};
+
+// Rows [n0, n1) (of the padded chunk) of src, columns [0, K), transposed into
+// dst: block b at dst + b·64·ldb holds K × 16P floats (P = its vectors), row
+// n of the block in lane n mod 64; rows past c are 0.
+void transpose_rows(const RowBlocks& rb, const float* src, i64 ld, i64 n0, i64 n1, i64 K, float* dst, i64 ldb) {
+  for (i64 n = n0; n < n1; ++n) {
+    const i64 b = n / kRowBlock, width = 16 * rb.vecs(b);
+    float* out = dst + b * kRowBlock * ldb + n % kRowBlock;
+    if (n < rb.c) {
+      const float* in = src + n * ld;
+      for (i64 k = 0; k < K; ++k) out[k * width] = in[k];
+    } else {
+      for (i64 k = 0; k < K; ++k) out[k * width] = 0.0f;
+    }
+  }
+}
+
 // ------------------------------------------------------------------ logits
 
 // The register block of the logits kernel and of grad_hidden's transposed
@@ -135,42 +160,28 @@ void block_6x(i64 P, const float* a, const float* b, i64 sk, const i64* off, i64
   }
 }
 
-void logits_impl(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw, float* Z,
-                             i64 ldz, float* ht, int nt) {
-  const i64 blocks = (c + kRowBlock - 1) / kRowBlock;
-  // Hᵀ, block by block of 64 rows: block b holds rows [64b, 64b + 64) as
-  // 16·P floats per d (P = its vectors; rows past c are 0).
-  auto block_rows = [&](i64 b) { return std::min(kRowBlock, c - b * kRowBlock); };
-  auto block_vecs = [&](i64 b) { return (block_rows(b) + 15) / 16; };
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (i64 d0 = 0; d0 < D; d0 += 64) {
-    const i64 d1 = std::min(D, d0 + 64);
-    for (i64 b = 0; b < blocks; ++b) {
-      const i64 rows = block_rows(b), width = 16 * block_vecs(b);
-      float* hb = ht + b * kRowBlock * D;
-      for (i64 d = d0; d < d1; ++d) std::memset(hb + d * width + rows, 0, sizeof(float) * (width - rows));
-      for (i64 n = 0; n < rows; ++n) {
-        const float* hr = H + (b * kRowBlock + n) * ldh;
-        for (i64 d = d0; d < d1; ++d) hb[d * width + n] = hr[d];
-      }
-    }
-  }
+void logits_impl(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw, float* Z, i64 ldz,
+                 float* ht, int nt) {
+  const RowBlocks rb{c};
+  const i64 cpad = (c + 15) / 16 * 16;
   const i64 groups = (V + kLogitClasses - 1) / kLogitClasses;
 #pragma omp parallel num_threads(nt)
   {
-    alignas(64) float tile[kLogitClasses * kRowBlock];
     const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
+    // Hᵀ (rows past c are 0), each thread a share of the rows.
+    transpose_rows(rb, H, ldh, cpad * t / T, cpad * (t + 1) / T, D, ht, D);
+#pragma omp barrier
+    alignas(64) float tile[kLogitClasses * kRowBlock];
     const i64 g0 = groups * t / T, g1 = groups * (t + 1) / T;
     for (i64 g = g0; g < g1; ++g) {
       const i64 v0 = g * kLogitClasses, nv = std::min(kLogitClasses, V - v0);
       // Class j's row of W (rows past V repeat a valid one), read along d.
       i64 off[kLogitClasses];
       for (i64 j = 0; j < kLogitClasses; ++j) off[j] = std::min(j, nv - 1) * ldw;
-      for (i64 b = 0; b < blocks; ++b) {
-        block_6x(block_vecs(b), ht + b * kRowBlock * D, W + v0 * ldw, 1, off, D, tile, kRowBlock, false,
+      for (i64 b = 0; b < rb.count(); ++b) {
+        block_6x(rb.vecs(b), ht + b * kRowBlock * D, W + v0 * ldw, 1, off, D, tile, kRowBlock, false,
                  kLogitClasses);
-        const i64 rows = block_rows(b);
-        for (i64 n = 0; n < rows; ++n) {
+        for (i64 n = 0; n < rb.rows(b); ++n) {
           float* zr = Z + (b * kRowBlock + n) * ldz + v0;
           for (i64 j = 0; j < nv; ++j) zr[j] = tile[j * kRowBlock + n];
         }
@@ -181,82 +192,37 @@ void logits_impl(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i
 
 // ------------------------------------------------------------- grad_hidden
 
-// c[i][0, 16Q) += Σ_{v<K} g[i][v] · w[v·ldw + (0, 16Q)] for i < rows (≤ R;
+// c[i][0, 64) += Σ_{v<K} g[i][v] · w[v·ldw + (0, 64)] for i < rows (≤ 6;
 // g rows past `rows` repeat a valid one). kMasked: d is cut by m[q].
 // pf: the W block this thread reads next, fetched into cache meanwhile.
-template <int kRows, int kVecs, bool kMasked>
+template <bool kMasked>
 XENT_AVX512 void hidden_block(const float* const* g, const float* __restrict w, i64 ldw, i64 K,
                               float* const* c, i64 rows, const __mmask16* m, const float* pf) {
-  __m512 acc[kRows][kVecs];
-  for (int i = 0; i < kRows; ++i)
-    for (int q = 0; q < kVecs; ++q)
+  __m512 acc[kHiddenRows][kHiddenVecs];
+  for (int i = 0; i < kHiddenRows; ++i)
+    for (int q = 0; q < kHiddenVecs; ++q)
       acc[i][q] = i < rows ? load_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0) : _mm512_setzero_ps();
-  const float* gr[kRows];
-  for (int i = 0; i < kRows; ++i) gr[i] = g[i];
+  const float* gr[kHiddenRows];
+  for (int i = 0; i < kHiddenRows; ++i) gr[i] = g[i];
   for (i64 v = 0; v < K; ++v) {
     const float* wr = w + v * ldw;
-    __m512 wv[kVecs];
+    __m512 wv[kHiddenVecs];
 #pragma GCC unroll 6
-    for (int q = 0; q < kVecs; ++q) wv[q] = load_cols<kMasked>(wr + 16 * q, kMasked ? m[q] : 0);
+    for (int q = 0; q < kHiddenVecs; ++q) wv[q] = load_cols<kMasked>(wr + 16 * q, kMasked ? m[q] : 0);
     if (pf) {
       const char* p = reinterpret_cast<const char*>(pf + v * ldw);
 #pragma GCC unroll 6
-      for (int q = 0; q < kVecs; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T0);
+      for (int q = 0; q < kHiddenVecs; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T0);
     }
 #pragma GCC unroll 6
-    for (int i = 0; i < kRows; ++i) {
+    for (int i = 0; i < kHiddenRows; ++i) {
       const __m512 b = _mm512_set1_ps(gr[i][v]);
 #pragma GCC unroll 6
-      for (int q = 0; q < kVecs; ++q) acc[i][q] = _mm512_fmadd_ps(wv[q], b, acc[i][q]);
+      for (int q = 0; q < kHiddenVecs; ++q) acc[i][q] = _mm512_fmadd_ps(wv[q], b, acc[i][q]);
     }
   }
   for (i64 i = 0; i < rows; ++i)
-    for (int q = 0; q < kVecs; ++q) store_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0, acc[i][q]);
-}
-
-// One shape of grad_hidden blocks: kRows chunk rows × kVecs vectors of d.
-template <int kRows, int kVecs>
-void grad_hidden_blocks(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
-                        i64 ldgh, int nt) {
-  constexpr i64 kCols = 16 * kVecs;
-  const i64 dblocks = (D + kCols - 1) / kCols, ngroups = (c + kRows - 1) / kRows;
-  const i64 tiles = dblocks * ngroups;  // d-block major: a thread's tiles share W blocks
-#pragma omp parallel num_threads(nt)
-  {
-    const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
-    const i64 t0 = tiles * t / T, t1 = tiles * (t + 1) / T;
-    for (i64 v0 = 0; v0 < V; v0 += kHiddenVocab) {
-      const i64 K = std::min(kHiddenVocab, V - v0);
-      for (i64 tile = t0; tile < t1; ++tile) {
-        const i64 db = tile / ngroups, ng = tile % ngroups;
-        const i64 d0 = db * kCols, n0 = ng * kRows;
-        const i64 rows = std::min<i64>(kRows, c - n0);
-        const float* g[kRows];
-        float* cr[kRows];
-        for (i64 i = 0; i < kRows; ++i) {
-          g[i] = G + (n0 + std::min(i, rows - 1)) * ldg + v0;
-          cr[i] = gH + (n0 + std::min(i, rows - 1)) * ldgh + d0;
-        }
-        // At the first tile of a W block: fetch this thread's next W block
-        // (the next d block, or the first one of the next vocabulary rows).
-        const float* pf = nullptr;
-        if (tile == t0 || ng == 0) {
-          if ((db + 1) * ngroups < t1)
-            pf = W + v0 * ldw + (db + 1) * kCols;
-          else if (v0 + kHiddenVocab < V)
-            pf = W + (v0 + kHiddenVocab) * ldw + (t0 / ngroups) * kCols;
-        }
-        const float* wb = W + v0 * ldw + d0;
-        if (d0 + kCols <= D) {
-          hidden_block<kRows, kVecs, false>(g, wb, ldw, K, cr, rows, nullptr, pf);
-        } else {
-          __mmask16 m[kVecs];
-          for (i64 q = 0; q < kVecs; ++q) m[q] = first_lanes(std::max<i64>(0, D - d0 - 16 * q));
-          hidden_block<kRows, kVecs, true>(g, wb, ldw, K, cr, rows, m, pf);
-        }
-      }
-    }
-  }
+    for (int q = 0; q < kHiddenVecs; ++q) store_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0, acc[i][q]);
 }
 
 // grad_hidden the other way round, shaped like the logits kernel: the
@@ -264,9 +230,7 @@ void grad_hidden_blocks(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
 // columns d0..d0+5 of W broadcast) over 256 classes of transposed G.
 void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
                         i64 ldgh, bool accumulate, float* acc_t, int nt) {
-  const i64 blocks = (c + kRowBlock - 1) / kRowBlock;
-  auto block_rows = [&](i64 b) { return std::min(kRowBlock, c - b * kRowBlock); };
-  auto block_vecs = [&](i64 b) { return (block_rows(b) + 15) / 16; };
+  const RowBlocks rb{c};
   const i64 cpad = (c + 15) / 16 * 16;
   std::memset(acc_t, 0, sizeof(float) * static_cast<std::size_t>(cpad * D));
   const i64 groups = (D + kLogitClasses - 1) / kLogitClasses;
@@ -282,24 +246,15 @@ void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
     const i64 n0 = cpad * t / T, n1 = cpad * (t + 1) / T;
     for (i64 v0 = 0; v0 < V; v0 += kHiddenVocab) {
       const i64 K = std::min(kHiddenVocab, V - v0);
-      for (i64 n = n0; n < n1; ++n) {
-        const i64 b = n / kRowBlock, width = 16 * block_vecs(b), ln = n % kRowBlock;
-        float* gb = gt + b * kRowBlock * kHiddenVocab + ln;
-        if (n < c) {
-          const float* gr = G + n * ldg + v0;
-          for (i64 v = 0; v < K; ++v) gb[v * width] = gr[v];
-        } else {
-          for (i64 v = 0; v < K; ++v) gb[v * width] = 0.0f;
-        }
-      }
+      transpose_rows(rb, G + v0, ldg, n0, n1, K, gt, kHiddenVocab);
 #pragma omp barrier
       for (i64 g = g0; g < g1; ++g) {
         const i64 d0 = g * kLogitClasses, nd = std::min(kLogitClasses, D - d0);
         // Columns past D repeat a valid one and are not stored.
         i64 off[kLogitClasses];
         for (i64 j = 0; j < kLogitClasses; ++j) off[j] = std::min(j, nd - 1);
-        for (i64 b = 0; b < blocks; ++b) {
-          const i64 P = block_vecs(b);
+        for (i64 b = 0; b < rb.count(); ++b) {
+          const i64 P = rb.vecs(b);
           block_6x(P, gt + b * kRowBlock * kHiddenVocab, W + v0 * ldw + d0, ldw, off, K,
                    acc_t + b * kRowBlock * D + d0 * 16 * P, 16 * P, true, nd);
         }
@@ -309,7 +264,7 @@ void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
     // gH (+)= the accumulated gHᵀ, rows split across the threads.
 #pragma omp for schedule(static)
     for (i64 n = 0; n < c; ++n) {
-      const i64 b = n / kRowBlock, width = 16 * block_vecs(b), ln = n % kRowBlock;
+      const i64 b = n / kRowBlock, width = 16 * rb.vecs(b), ln = n % kRowBlock;
       const float* ab = acc_t + b * kRowBlock * D;
       float* out = gH + n * ldgh;
       if (accumulate)
@@ -320,16 +275,54 @@ void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
   }
 }
 
+// The row-block form: 6 chunk rows × 4 vectors of d per block (each step
+// loads 4 lines of W, from L2, for 24 FMAs; 4 rows × 6 vectors ran at
+// 146–170 GFLOP/s against 173–190 for this shape, 8 × 3 spills registers).
 void grad_hidden_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw,
                       float* gH, i64 ldgh, bool accumulate, int nt) {
   if (!accumulate) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (i64 n = 0; n < c; ++n) std::memset(gH + n * ldgh, 0, sizeof(float) * D);
   }
-  // 6 rows × 4 vectors: each step loads 4 lines of W (from L2) for 24
-  // FMAs. 4 rows × 6 vectors (6 lines) ran at 146–170 GFLOP/s against
-  // 173–190 for this shape; 8 × 3 spills registers (~90).
-  grad_hidden_blocks<kHiddenRows, kHiddenVecs>(c, V, D, G, ldg, W, ldw, gH, ldgh, nt);
+  constexpr i64 kCols = 16 * kHiddenVecs;
+  const i64 dblocks = (D + kCols - 1) / kCols, ngroups = (c + kHiddenRows - 1) / kHiddenRows;
+  const i64 tiles = dblocks * ngroups;  // d-block major: a thread's tiles share W blocks
+#pragma omp parallel num_threads(nt)
+  {
+    const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
+    const i64 t0 = tiles * t / T, t1 = tiles * (t + 1) / T;
+    for (i64 v0 = 0; v0 < V; v0 += kHiddenVocab) {
+      const i64 K = std::min(kHiddenVocab, V - v0);
+      for (i64 tile = t0; tile < t1; ++tile) {
+        const i64 db = tile / ngroups, ng = tile % ngroups;
+        const i64 d0 = db * kCols, n0 = ng * kHiddenRows;
+        const i64 rows = std::min<i64>(kHiddenRows, c - n0);
+        const float* g[kHiddenRows];
+        float* cr[kHiddenRows];
+        for (i64 i = 0; i < kHiddenRows; ++i) {
+          g[i] = G + (n0 + std::min(i, rows - 1)) * ldg + v0;
+          cr[i] = gH + (n0 + std::min(i, rows - 1)) * ldgh + d0;
+        }
+        // At the first tile of a W block: fetch this thread's next W block
+        // (the next d block, or the first one of the next vocabulary rows).
+        const float* pf = nullptr;
+        if (tile == t0 || ng == 0) {
+          if ((db + 1) * ngroups < t1)
+            pf = W + v0 * ldw + (db + 1) * kCols;
+          else if (v0 + kHiddenVocab < V)
+            pf = W + (v0 + kHiddenVocab) * ldw + (t0 / ngroups) * kCols;
+        }
+        const float* wb = W + v0 * ldw + d0;
+        if (d0 + kCols <= D) {
+          hidden_block<false>(g, wb, ldw, K, cr, rows, nullptr, pf);
+        } else {
+          __mmask16 m[kHiddenVecs];
+          for (i64 q = 0; q < kHiddenVecs; ++q) m[q] = first_lanes(std::max<i64>(0, D - d0 - 16 * q));
+          hidden_block<true>(g, wb, ldw, K, cr, rows, m, pf);
+        }
+      }
+    }
+  }
 }
 
 // ------------------------------------------------------------- grad_weight
