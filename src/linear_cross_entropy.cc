@@ -23,6 +23,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -59,13 +60,17 @@ constexpr std::int64_t kMinChunkRows = 128;
 std::string str(std::int64_t v) { return std::to_string(v); }
 
 // Uninitialized float scratch (the pages are first touched by the GEMM that
-// fills them, not by a zeroing pass).
+// fills them, not by a zeroing pass), 64-byte aligned: the AVX-512 chunk
+// kernels read their scratch with aligned loads.
 struct Buffer {
-  std::unique_ptr<float[]> p;
+  struct Free {
+    void operator()(float* q) const { ::operator delete[](q, std::align_val_t{64}); }
+  };
+  std::unique_ptr<float[], Free> p;
   std::size_t n = 0;
   float* get(std::size_t want) {
     if (want > n) {
-      p.reset(new float[want]);
+      p.reset(static_cast<float*>(::operator new[](want * sizeof(float), std::align_val_t{64})));
       n = want;
     }
     return p.get();
@@ -388,7 +393,7 @@ std::int64_t default_chunk_rows(const Plan& pl, std::size_t budget, bool* own) {
   if (!*own) return blas_rows;
   const std::size_t floats = budget / 4;
   auto fits = [&](std::int64_t nb) {
-    return static_cast<std::size_t>(nb * pl.V) + cpu::chunk_logits_scratch(nb, pl.D) + 16 <= floats;
+    return static_cast<std::size_t>(nb * pl.V) + cpu::chunk_logits_scratch(nb, pl.D) <= floats;
   };
   auto nb = static_cast<std::int64_t>(floats / static_cast<std::size_t>(pl.V + pl.D));
   nb = nb / 16 * 16;
@@ -475,10 +480,9 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
   // The AVX-512 logits kernel reads H transposed (scratch, in the budget).
   float* ht = nullptr;
   if (own) {
-    const std::size_t n = cpu::chunk_logits_scratch(nb, D) + 16;
+    const std::size_t n = cpu::chunk_logits_scratch(nb, D);
     res.buffer_bytes += n * 4;
-    float* p = tbuf.get(n);
-    ht = p + (16 - (reinterpret_cast<std::uintptr_t>(p) / 4) % 16) % 16;  // 64-byte aligned
+    ht = tbuf.get(n);
   }
   std::vector<float> lse_tmp;
   float* lse = out.row_lse;

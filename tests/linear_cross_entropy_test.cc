@@ -22,6 +22,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -454,6 +456,12 @@ TEST(LinearCeChunked, OwnProductKernelsOddShapesAndThreads) {
   }
 }
 
+// 64-byte aligned floats, as the chunk kernels' scratch must be.
+std::unique_ptr<float[], void (*)(float*)> aligned_floats(std::size_t n) {
+  return {static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t{64})),
+          [](float* q) { ::operator delete[](q, std::align_val_t{64}); }};
+}
+
 // grad_hidden's transposed form (D ≥ 3072) gives the same bits for any
 // thread count, accumulating or not.
 TEST(LinearCeChunked, OwnGradHiddenTransposedIsDeterministic) {
@@ -464,8 +472,8 @@ TEST(LinearCeChunked, OwnGradHiddenTransposedIsDeterministic) {
   std::vector<float> G(static_cast<std::size_t>(c * V)), W(static_cast<std::size_t>(V * D));
   for (auto* m : {&G, &W})
     for (auto& x : *m) x = u(rng);
-  std::vector<float> scratch(cpu::chunk_logits_scratch(c, D) + 16);
-  float* ht = scratch.data() + (16 - (reinterpret_cast<std::uintptr_t>(scratch.data()) / 4) % 16) % 16;
+  const auto scratch = aligned_floats(cpu::chunk_logits_scratch(c, D));
+  float* ht = scratch.get();
   for (bool acc : {false, true}) {
     std::vector<std::vector<float>> out;
     for (int threads : {1, 2, 3}) {
@@ -497,8 +505,8 @@ TEST(LinearCeChunked, OwnProductKernelsAgainstLongDouble) {
     for (auto* m : {&H, &W, &G})
       for (auto& x : *m) x = u(rng);
     std::vector<float> Z(static_cast<std::size_t>(c * ldz), 7.0f);
-    std::vector<float> scratch(cpu::chunk_logits_scratch(c, D) + 16);
-    float* ht = scratch.data() + (16 - (reinterpret_cast<std::uintptr_t>(scratch.data()) / 4) % 16) % 16;
+    const auto scratch = aligned_floats(cpu::chunk_logits_scratch(c, D));
+    float* ht = scratch.get();
     cpu::chunk_logits(c, V, D, H.data(), ldh, W.data(), ldw, Z.data(), ldz, ht, 2);
     std::vector<float> gH(static_cast<std::size_t>(c * ldh), 0.5f), gW(static_cast<std::size_t>(V * ldw), 0.25f);
     cpu::chunk_grad_hidden(c, V, D, G.data(), ldz, W.data(), ldw, gH.data(), ldh, /*accumulate=*/true, ht, 2);

@@ -43,13 +43,13 @@
 namespace xent {
 
 enum class LinearCrossEntropyAlgorithm { kAuto, kTokenChunked, kVocabTiled };
+const char* LinearCrossEntropyAlgorithmName(LinearCrossEntropyAlgorithm a) noexcept;
 
 // Who computes kTokenChunked's three matrix products: kAuto = the AVX-512
 // kernels of src/cpu/chunk_gemm.cc where the CPU has AVX-512F (they read the
 // weight in place; OpenBLAS repacks it for every chunk), else OpenBLAS;
 // kBlas = OpenBLAS always. kVocabTiled always uses OpenBLAS.
 enum class LinearCrossEntropyProducts { kAuto, kBlas };
-const char* LinearCrossEntropyAlgorithmName(LinearCrossEntropyAlgorithm a) noexcept;
 
 // The sharded output layer of issue 9 (vocabulary-parallel, Megatron style):
 // each rank holds rows [vocab_offset, vocab_offset + V) of a weight with
