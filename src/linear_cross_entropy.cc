@@ -242,6 +242,8 @@ void check_options(const LinearCrossEntropyOptions& lo, std::int64_t V) {
   if (lo.algorithm != Algo::kAuto && lo.algorithm != Algo::kTokenChunked &&
       lo.algorithm != Algo::kVocabTiled)
     fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid algorithm");
+  if (lo.products != LinearCrossEntropyProducts::kAuto && lo.products != LinearCrossEntropyProducts::kBlas)
+    fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid products (kAuto or kBlas)");
   if (lo.algorithm == Algo::kVocabTiled && o.focal_gamma > 0)
     fail(ErrorCode::kInvalidArgument,
          std::string(kFn) + ": focal_gamma = " + fmt_num(o.focal_gamma) +

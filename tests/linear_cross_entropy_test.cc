@@ -706,6 +706,14 @@ TEST(LinearCeErrors, BadInputIsNamed) {
   expect_error([&] { call(p.hidden(), p.weight(), nullptr, bad); }, ErrorCode::kInvalidArgument,
                "label_smoothing");
   bad = lo;
+  bad.algorithm = static_cast<Algo>(7);
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, bad); }, ErrorCode::kInvalidArgument,
+               "invalid algorithm");
+  bad = lo;
+  bad.products = static_cast<Products>(7);
+  expect_error([&] { call(p.hidden(), p.weight(), nullptr, bad); }, ErrorCode::kInvalidArgument,
+               "invalid products");
+  bad = lo;
   bad.algorithm = Algo::kVocabTiled;
   bad.loss.focal_gamma = 1;
   expect_error([&] { call(p.hidden(), p.weight(), nullptr, bad); }, ErrorCode::kInvalidArgument,
