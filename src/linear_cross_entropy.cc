@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <new>
@@ -386,10 +387,11 @@ bool own_products(const Plan& pl) {
 }
 
 // The token chunk that fills the budget: chunk × V logits, and with our own
-// kernels (*own) the transposed chunk of H beside them (16-row padded),
-// rounded down to whole vectors of 16 rows (the logits kernel's row blocks)
-// where that leaves at least one. Where not even one row and its scratch
-// fit, the chunk goes to OpenBLAS (*own = false), which needs no scratch.
+// kernels (*own) from 16 rows on the transposed chunk of H beside them
+// (16-row padded), rounded down to whole vectors of 16 rows (the logits
+// kernel's row blocks). Below 16 rows our kernels need no scratch (logits
+// as dot products of 4-row groups): the chunk is rounded down to whole
+// groups of 4; below 4 rows the chunk goes to OpenBLAS (*own = false).
 std::int64_t default_chunk_rows(const Plan& pl, std::size_t budget, bool* own) {
   const auto blas_rows = static_cast<std::int64_t>(budget / (4 * static_cast<std::size_t>(pl.V)));
   if (!*own) return blas_rows;
@@ -399,15 +401,12 @@ std::int64_t default_chunk_rows(const Plan& pl, std::size_t budget, bool* own) {
   };
   auto nb = static_cast<std::int64_t>(floats / static_cast<std::size_t>(pl.V + pl.D));
   nb = nb / 16 * 16;
-  while (nb > 1 && !fits(nb)) --nb;
-  // Below 16 rows a chunk fills one vector of the logits kernel partly and
-  // the per-chunk fork/joins dominate: 512×256×1000 took 12 ms on our
-  // kernels (5-row chunks), 8 on OpenBLAS (9 rows), 7 vocab-tiled.
-  if (nb < 16 || !fits(nb)) {
-    *own = false;
-    return blas_rows;
-  }
-  return nb;
+  while (nb >= 16 && !fits(nb)) nb -= 16;
+  if (nb >= 16) return nb;
+  nb = std::min<std::int64_t>(blas_rows, 15) / 4 * 4;
+  if (nb >= 4) return nb;
+  *own = false;
+  return blas_rows;
 }
 
 void zero_matrix(const MutableMatrixView& g, int nt) {
@@ -499,20 +498,11 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
   if (pl.gb) std::fill(out.grad_bias, out.grad_bias + V, 0.0f);
 
   NeumaierSum ce_sum, z_sum;
-  for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
-    const std::int64_t c = std::min(nb, N - r0);
-    std::int64_t ldh = 0, ldw = 0;
-    const float* Hc = rows_f32(pl.h, pl.hs, r0, c, hbuf, &ldh, nt);
-    for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
-      const std::int64_t nv = std::min(vs, V - v0);
-      const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
-      if (own)
-        cpu::chunk_logits(c, nv, D, Hc, ldh, Wt, ldw, L + v0, V, ht, nt);
-      else
-        blas::sgemm(false, true, c, nv, D, 1.0f, Hc, ldh, Wt, ldw, 0.0f, L + v0, V);
-    }
-    add_bias(pl.bias, 0, L, c, V, V, nt);
-
+  // L holds the chunk's logits (bias not yet added): the fused loss turns
+  // them into G = d loss / d logits in place. Threads: inner_nt (1 inside
+  // the small-chunk path's parallel region).
+  auto loss_step = [&](std::int64_t r0, std::int64_t c, int inner_nt) {
+    add_bias(pl.bias, 0, L, c, V, V, inner_nt);
     const MatrixView lv{L, DType::kF32, c, V, V};
     Targets tc = targets;
     tc.indices = targets.kind == Targets::Kind::kIndexInt64
@@ -523,7 +513,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     co_out.row_lse = lse ? lse + r0 : nullptr;
     if (pl.grad && !split_z) co_out.grad = MutableMatrixView{L, DType::kF32, c, V, V};
     CrossEntropyResult cr;
-    co.num_threads = cz.num_threads = par(nt, c * V);
+    co.num_threads = cz.num_threads = par(inner_nt, c * V);
     try {
       cr = cross_entropy_loss(lv, tc, co, co_out);
       if (split_z) {
@@ -546,22 +536,76 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
           out.row_loss[r0 + i] = static_cast<float>(out.row_loss[r0 + i] + (z - zc) * l * l);
         }
     }
-    if (!pl.grad) continue;
-    // L now holds G = d loss / d logits for the chunk.
-    if (pl.gb) add_colsums(L, c, V, V, out.grad_bias, nt);
-    for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
-      const std::int64_t nv = std::min(vs, V - v0);
-      const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
-      if (own) {
-        if (gH) cpu::chunk_grad_hidden(c, nv, D, L + v0, V, Wt, ldw, gH + r0 * ldgh, ldgh, v0 != 0, ht, nt);
-        if (gW) cpu::chunk_grad_weight(c, nv, D, L + v0, V, Hc, ldh, gW + v0 * ldgw, ldgw, nt);
-        continue;
+    if (pl.grad && pl.gb) add_colsums(L, c, V, V, out.grad_bias, inner_nt);
+  };
+
+  if (own && nb < cpu::kSmallChunkRows && vs == V && pl.h.dtype == DType::kF32) {
+    // Small chunks (the memory bound of small shapes: 8 rows at
+    // 512×256×1000): one parallel region for all of them, so that a chunk
+    // costs three barriers rather than five fork/joins. The loss of a chunk
+    // runs on one thread (its 8·V elements take microseconds, against
+    // 3 × 4 MFLOP of products).
+    const auto* H = static_cast<const float*>(pl.h.data);
+    const auto* W = static_cast<const float*>(pl.w.data);
+    std::exception_ptr err;
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num(), T = omp_get_num_threads();
+      for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
+        const std::int64_t c = std::min(nb, N - r0);
+        const float* Hc = H + r0 * pl.hs;
+        cpu::small_chunk_logits(c, V, D, Hc, pl.hs, W, pl.wst, L, V, t, T);
+#pragma omp barrier
+        // On the calling thread: what the loss allocates comes from its heap
+        // (a worker's malloc arena would add its own pages to the peak RSS).
+#pragma omp master
+        {
+          try {
+            loss_step(r0, c, 1);
+          } catch (...) {
+            err = std::current_exception();
+          }
+        }
+#pragma omp barrier
+        // (G is complete, and err is seen by all.)
+        if (err) break;
+        if (!pl.grad) continue;
+        if (gH) cpu::small_chunk_grad_hidden(c, V, D, L, V, W, pl.wst, gH + r0 * ldgh, ldgh, false, t, T);
+        if (gW) cpu::small_chunk_grad_weight(c, V, D, L, V, Hc, pl.hs, gW, ldgw, t, T);
+#pragma omp barrier
       }
-      if (gH)
-        blas::sgemm(false, false, c, D, nv, 1.0f, L + v0, V, Wt, ldw, v0 == 0 ? 0.0f : 1.0f,
-                    gH + r0 * ldgh, ldgh);
-      if (gW)
-        blas::sgemm(true, false, nv, D, c, 1.0f, L + v0, V, Hc, ldh, 1.0f, gW + v0 * ldgw, ldgw);
+    }
+    if (err) std::rethrow_exception(err);
+  } else {
+    for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
+      const std::int64_t c = std::min(nb, N - r0);
+      std::int64_t ldh = 0, ldw = 0;
+      const float* Hc = rows_f32(pl.h, pl.hs, r0, c, hbuf, &ldh, nt);
+      for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
+        const std::int64_t nv = std::min(vs, V - v0);
+        const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
+        if (own)
+          cpu::chunk_logits(c, nv, D, Hc, ldh, Wt, ldw, L + v0, V, ht, nt);
+        else
+          blas::sgemm(false, true, c, nv, D, 1.0f, Hc, ldh, Wt, ldw, 0.0f, L + v0, V);
+      }
+      loss_step(r0, c, nt);
+      if (!pl.grad) continue;
+      // L now holds G = d loss / d logits for the chunk.
+      for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
+        const std::int64_t nv = std::min(vs, V - v0);
+        const float* Wt = rows_f32(pl.w, pl.wst, v0, nv, wbuf, &ldw, nt);
+        if (own) {
+          if (gH) cpu::chunk_grad_hidden(c, nv, D, L + v0, V, Wt, ldw, gH + r0 * ldgh, ldgh, v0 != 0, ht, nt);
+          if (gW) cpu::chunk_grad_weight(c, nv, D, L + v0, V, Hc, ldh, gW + v0 * ldgw, ldgw, nt);
+          continue;
+        }
+        if (gH)
+          blas::sgemm(false, false, c, D, nv, 1.0f, L + v0, V, Wt, ldw, v0 == 0 ? 0.0f : 1.0f,
+                      gH + r0 * ldgh, ldgh);
+        if (gW)
+          blas::sgemm(true, false, nv, D, c, 1.0f, L + v0, V, Hc, ldh, 1.0f, gW + v0 * ldgw, ldgw);
+      }
     }
   }
   // The kernel summed z'·lse²; the true z-part is z/z' times that.
@@ -850,7 +894,10 @@ LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden, const Ma
     // AVX-512 product kernels (src/cpu/chunk_gemm.cc) token-chunked runs
     // its three products at or above the full-size BLAS rate once a chunk
     // has 16 rows: 1.01–1.07× the three-product floor with gradients,
-    // 0.92–0.99× of H·Wᵀ without. On OpenBLAS, which repacks W for every
+    // 0.92–0.99× of H·Wᵀ without; in chunks of 4–15 rows it still beats
+    // the tiled design (512×256×1000 in 8-row chunks: 1.31–1.35× the floor
+    // with gradients, 1.31–1.35× of H·Wᵀ without, against 1.79–1.80× and
+    // 1.67–1.72× tiled). On OpenBLAS, which repacks W for every
     // chunk, it wins only from 128 rows (1.06–1.12× the floor at 256 and
     // 128 rows against 1.32–1.37× for tiled; 1.47× at 64 rows), and the
     // tiled design (one product in square blocks) is the forward-only
@@ -858,7 +905,7 @@ LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden, const Ma
     // the chunked one.
     bool own = own_products(pl);
     const std::int64_t chunk = options.chunk_rows ? options.chunk_rows : default_chunk_rows(pl, budget_bytes(pl), &own);
-    own = own && chunk >= std::min<std::int64_t>(16, pl.N);
+    own = own && chunk >= std::min<std::int64_t>(4, pl.N);
     if (options.loss.focal_gamma > 0) algo = Algo::kTokenChunked;
     else if (options.grad_filter > 0) algo = Algo::kVocabTiled;
     else if (own) algo = Algo::kTokenChunked;

@@ -421,16 +421,22 @@ INSTANTIATE_TEST_SUITE_P(Algorithms, LinearCe,
 // output element is one FMA sequence whose order does not depend on the
 // split). Also a bfloat16 weight converted in vocabulary sub-tiles (the
 // products then run per sub-tile and accumulate).
+//
+// Also chunks of 7 rows (below 16: dot-product logits; in float32 all the
+// chunks run in one parallel region, the loss on the calling thread), with
+// a last chunk of 3.
 TEST(LinearCeChunked, OwnProductKernelsOddShapesAndThreads) {
   if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F: the chunked products use OpenBLAS";
   const int saved = omp_get_max_threads();
+  for (std::int64_t chunk : {70, 7})
   for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE("chunk_rows=" + std::to_string(chunk));
     const Problem p = make_problem(150, 150, 131, true, dt, 2.0, 29, 7);
     CrossEntropyOptions o;
     o.label_smoothing = 0.1;
     o.z_loss = 1e-3;
     LinearCrossEntropyOptions lo = with_algo(Algo::kTokenChunked, o);
-    lo.chunk_rows = 70;
+    lo.chunk_rows = chunk;
     // bf16: a small budget makes the weight convert in sub-tiles of ≤ budget/16/D rows.
     if (dt == DType::kBF16) lo.max_buffer_bytes = 16 * 150 * 40;
     std::vector<Got> runs;
@@ -438,7 +444,7 @@ TEST(LinearCeChunked, OwnProductKernelsOddShapesAndThreads) {
       omp_set_num_threads(threads);
       runs.push_back(run(p, lo));
       EXPECT_TRUE(runs.back().res.own_products);
-      EXPECT_EQ(runs.back().res.chunk_rows, 70);
+      EXPECT_EQ(runs.back().res.chunk_rows, chunk);
     }
     omp_set_num_threads(saved);
     check(p, o, runs[0], true, dt == DType::kF32 ? "own kernels f32" : "own kernels bf16");
@@ -497,7 +503,10 @@ TEST(LinearCeChunked, OwnProductKernelsAgainstLongDouble) {
   // D = 4099: a 1-column tail of the 6-column groups; V = 300: a 44-class tail of the
   // 256-class passes).
   for (auto [c, D, V] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1, 1, 1}, {49, 17, 7},
-                         {3, 300, 13}, {130, 65, 6}, {16, 64, 64}, {70, 4099, 300}, {5, 4096, 3}}) {
+                         {3, 300, 13}, {130, 65, 6}, {16, 64, 64}, {70, 4099, 300}, {5, 4096, 3},
+                         // Small chunks (dot-product logits in 4-row groups of 4 classes, the
+                         // remainders in groups of 1–3 rows; grad_hidden in 4-row blocks).
+                         {8, 300, 37}, {6, 33, 20}, {13, 17, 50}, {15, 256, 1000}}) {
     SCOPED_TRACE("c=" + std::to_string(c) + " D=" + std::to_string(D) + " V=" + std::to_string(V));
     const std::int64_t ldh = D + 5, ldw = D + 2, ldz = V + 3;
     std::vector<float> H(static_cast<std::size_t>(c * ldh)), W(static_cast<std::size_t>(V * ldw));
@@ -619,7 +628,7 @@ TEST(LinearCeAuto, ChoiceFollowsTheMeasuredRule) {
     check(p, lo.loss, g, true, "auto chunked");
   }
   if (!cpu::chunk_gemm_supported()) return;
-  {  // On our AVX-512 products: token-chunked from chunks of 16 rows, also for evaluation.
+  {  // On our AVX-512 products: token-chunked from chunks of 4 rows, also for evaluation.
     LinearCrossEntropyOptions lo;
     EXPECT_EQ(run(p, lo).res.algorithm, Algo::kVocabTiled);  // 1-row chunks
     lo.chunk_rows = 16;
@@ -635,6 +644,17 @@ TEST(LinearCeAuto, ChoiceFollowsTheMeasuredRule) {
     EXPECT_EQ(g.res.algorithm, Algo::kTokenChunked);
     EXPECT_EQ(g.res.chunk_rows, 16);
     EXPECT_LE(g.res.buffer_bytes, static_cast<std::size_t>(2 * 2048 * 50 * 4 / 112));
+    // 512×1000 (the small shape): 9 rows of logits fit its 36571 bytes,
+    // rounded down to 8 (whole 4-row groups of the small-chunk logits).
+    const Problem s = make_problem(512, 24, 1000, true, DType::kF32, 2.0, 47, 5);
+    for (bool grads : {false, true}) {
+      const Got h = run(s, LinearCrossEntropyOptions{}, grads);
+      EXPECT_EQ(h.res.algorithm, Algo::kTokenChunked);
+      EXPECT_TRUE(h.res.own_products);
+      EXPECT_EQ(h.res.chunk_rows, 8);
+      EXPECT_LE(h.res.buffer_bytes, static_cast<std::size_t>(2 * 512 * 1000 * 4 / 112));
+      check(s, CrossEntropyOptions{}, h, grads, grads ? "512x1000 default" : "512x1000 default, evaluation");
+    }
   }
 }
 

@@ -24,8 +24,8 @@
 // kAuto picks by the measurements in docs/performance.md. Where the CPU has
 // AVX-512F, token-chunked runs its products on kernels of our own (see
 // LinearCrossEntropyProducts) and is the choice for training and evaluation
-// once a chunk has ≥ 16 rows (the default budget gives ≈ N/56 rows for
-// V ≫ D, rounded down to a multiple of 16).
+// once a chunk has ≥ 4 rows (the default budget gives ≈ N/56 rows for
+// V ≫ D, rounded down to a multiple of 16, or of 4 below 16 rows).
 // On OpenBLAS products: vocab-tiled for evaluation (one product) and for
 // small token chunks, token-chunked for training when its chunk has ≥ 128
 // rows.

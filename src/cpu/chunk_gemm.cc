@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define XENT_CHUNK_GEMM 1
@@ -66,6 +67,7 @@ constexpr i64 kWeightVecs = 4;     // grad_weight: vectors of d per block
 }  // namespace
 
 std::size_t chunk_logits_scratch(i64 c, i64 D) {
+  if (c < kSmallChunkRows) return 0;  // dot products; grad_hidden by row blocks
   // Hᵀ for the logits (Gᵀ-shaped sums for grad_hidden), then, where
   // grad_hidden takes its transposed form, its transposed G block (256
   // classes).
@@ -190,20 +192,133 @@ void logits_impl(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i
   }
 }
 
+// The logits of a small chunk (< 16 rows: below one vector of the block
+// above, whose Hᵀ scratch would not fit the memory budget of the shapes
+// that make such chunks): dot products along d, d in the vector lanes, R
+// rows × C classes (R·C ≤ 16) per block. A block reads R rows of H (L1) and
+// C rows of W per 16 columns of d for R·C FMAs, then reduces its R·C lane
+// sums at once: 16 vectors into one vector of 16 sums in 45 shuffles and
+// adds, against 16·D/16 FMAs (a 16-fold horizontal sum each would cost 8
+// operations per sum).
+
+// One vector whose lane l is the sum of the lanes of a[kReduceOrder[l]]: the
+// transposition tree of the reduction leaves the sums in this lane order (an
+// involution), so reduce16 is given its inputs in this order to return them
+// in natural order.
+constexpr int kReduceOrder[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
+
+XENT_AVX512 inline __m512 reduce16(const __m512* a) {
+  __m512 s1[8], s2[4], s3[2];
+  // Halves of 256 bits, then quarters of 128, then pairs, then single lanes.
+  for (int k = 0; k < 8; ++k)
+    s1[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[k], a[k + 8], 0x44), _mm512_shuffle_f32x4(a[k], a[k + 8], 0xEE));
+  for (int k = 0; k < 4; ++k)
+    s2[k] = _mm512_add_ps(_mm512_shuffle_f32x4(s1[k], s1[k + 4], 0x88), _mm512_shuffle_f32x4(s1[k], s1[k + 4], 0xDD));
+  for (int k = 0; k < 2; ++k) {
+    const __m512d x = _mm512_castps_pd(s2[k]), y = _mm512_castps_pd(s2[k + 2]);
+    s3[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  return _mm512_add_ps(_mm512_shuffle_ps(s3[0], s3[1], 0x88), _mm512_shuffle_ps(s3[0], s3[1], 0xDD));
+}
+
+// One step of dot_block: 16 columns of d (kMasked: the lanes of m).
+template <int R, int C, bool kMasked>
+XENT_AVX512 inline void dot_step(const float* __restrict H, i64 ldh, const float* const* w, i64 d, __mmask16 m,
+                                 __m512* acc) {
+  __m512 wv[C];
+#pragma GCC unroll 16
+  for (int j = 0; j < C; ++j) wv[j] = load_cols<kMasked>(w[j] + d, m);
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    __m512 h = load_cols<kMasked>(H + i * ldh + d, m);
+    // One load per row vector: left alone, GCC folds it into each of the C
+    // FMAs as a memory operand (R·C + C loads per R·C FMAs, more than the
+    // one 512-bit load per cycle Zen 4 has beside its one FMA).
+    asm("" : "+v"(h));
+#pragma GCC unroll 16
+    for (int j = 0; j < C; ++j) acc[i * C + j] = _mm512_fmadd_ps(h, wv[j], acc[i * C + j]);
+  }
+}
+
+// Z[i·ldz + j] = Σ_d H[i·ldh + d] · W[j·ldw + d] for i < R, j < nc (≤ C;
+// W rows past nc repeat a valid one).
+template <int R, int C>
+XENT_AVX512 void dot_block(const float* __restrict H, i64 ldh, const float* __restrict W, i64 ldw, i64 D,
+                           float* __restrict Z, i64 ldz, i64 nc) {
+  static_assert(R * C <= 16, "one reduction of 16 sums per block");
+  __m512 acc[R * C];
+  for (int k = 0; k < R * C; ++k) acc[k] = _mm512_setzero_ps();
+  const float* w[C];
+  for (int j = 0; j < C; ++j) w[j] = W + std::min<i64>(j, nc - 1) * ldw;
+  const i64 dfull = D / 16 * 16;
+  for (i64 d = 0; d < dfull; d += 16) dot_step<R, C, false>(H, ldh, w, d, 0, acc);
+  if (dfull < D) dot_step<R, C, true>(H, ldh, w, dfull, first_lanes(D - dfull), acc);
+  __m512 in[16];
+  for (int l = 0; l < 16; ++l) in[l] = kReduceOrder[l] < R * C ? acc[kReduceOrder[l]] : _mm512_setzero_ps();
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, reduce16(in));
+  for (int i = 0; i < R; ++i) {
+    float* z = Z + i * ldz;
+    const float* si = sums + i * C;
+    if (nc == C) {
+#pragma GCC unroll 16
+      for (int j = 0; j < C; ++j) z[j] = si[j];
+    } else {
+      for (i64 j = 0; j < nc; ++j) z[j] = si[j];
+    }
+  }
+}
+
+// Classes [v0, v1) of R ≤ 4 rows: blocks of R rows × C classes, 4 × 4 for a
+// full group (R + C loads per R·C FMAs: 4 × 4 ran at 100 GFLOP/s on one
+// core, 8 × 2 at 70, with W in cache; the compiler feeds the FMAs one
+// operand from memory).
+template <int R>
+void dot_rows(const float* H, i64 ldh, i64 /*V*/, i64 D, const float* W, i64 ldw, float* Z, i64 ldz, i64 v0,
+              i64 v1) {
+  constexpr int C = R == 1 ? 8 : R == 2 ? 6 : 4;
+  for (i64 v = v0; v < v1; v += C)
+    dot_block<R, C>(H, ldh, W + v * ldw, ldw, D, Z + v, ldz, std::min<i64>(C, v1 - v));
+}
+
+// Thread t of T: its share of the classes, in units of 16, each unit
+// through all row groups while its 16 rows of W sit in L1. Every sum has the
+// same shape whatever block it falls in (lane l sums d ≡ l mod 16 in order;
+// the reduction tree is the same for every input), so the split does not
+// change a bit.
+void logits_dot_share(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw, float* Z,
+                      i64 ldz, i64 t, i64 T) {
+  const i64 units = (V + 15) / 16;
+  for (i64 u = units * t / T; u < units * (t + 1) / T; ++u) {
+    const i64 v0 = 16 * u, v1 = std::min(V, v0 + 16);
+    for (i64 n0 = 0; n0 < c; n0 += 4) {
+      const float* h = H + n0 * ldh;
+      float* z = Z + n0 * ldz;
+      switch (std::min<i64>(4, c - n0)) {
+        case 1: dot_rows<1>(h, ldh, V, D, W, ldw, z, ldz, v0, v1); break;
+        case 2: dot_rows<2>(h, ldh, V, D, W, ldw, z, ldz, v0, v1); break;
+        case 3: dot_rows<3>(h, ldh, V, D, W, ldw, z, ldz, v0, v1); break;
+        default: dot_rows<4>(h, ldh, V, D, W, ldw, z, ldz, v0, v1); break;
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------- grad_hidden
 
-// c[i][0, 64) += Σ_{v<K} g[i][v] · w[v·ldw + (0, 64)] for i < rows (≤ 6;
-// g rows past `rows` repeat a valid one). kMasked: d is cut by m[q].
+// c[i][0, 64) (+)= Σ_{v<K} g[i][v] · w[v·ldw + (0, 64)] for i < rows (≤ 6;
+// g rows past `rows` repeat a valid one; zero: = instead of +=). kMasked: d
+// is cut by m[q].
 // pf: the W block this thread reads next, fetched into cache meanwhile.
-template <bool kMasked>
+template <bool kMasked, int kRows>
 XENT_AVX512 void hidden_block(const float* const* g, const float* __restrict w, i64 ldw, i64 K,
-                              float* const* c, i64 rows, const __mmask16* m, const float* pf) {
-  __m512 acc[kHiddenRows][kHiddenVecs];
-  for (int i = 0; i < kHiddenRows; ++i)
+                              float* const* c, i64 rows, const __mmask16* m, const float* pf, bool zero) {
+  __m512 acc[kRows][kHiddenVecs];
+  for (int i = 0; i < kRows; ++i)
     for (int q = 0; q < kHiddenVecs; ++q)
-      acc[i][q] = i < rows ? load_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0) : _mm512_setzero_ps();
-  const float* gr[kHiddenRows];
-  for (int i = 0; i < kHiddenRows; ++i) gr[i] = g[i];
+      acc[i][q] = i < rows && !zero ? load_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0) : _mm512_setzero_ps();
+  const float* gr[kRows];
+  for (int i = 0; i < kRows; ++i) gr[i] = g[i];
   for (i64 v = 0; v < K; ++v) {
     const float* wr = w + v * ldw;
     __m512 wv[kHiddenVecs];
@@ -215,7 +330,7 @@ XENT_AVX512 void hidden_block(const float* const* g, const float* __restrict w, 
       for (int q = 0; q < kHiddenVecs; ++q) _mm_prefetch(p + 64 * q, _MM_HINT_T0);
     }
 #pragma GCC unroll 6
-    for (int i = 0; i < kHiddenRows; ++i) {
+    for (int i = 0; i < kRows; ++i) {
       const __m512 b = _mm512_set1_ps(gr[i][v]);
 #pragma GCC unroll 6
       for (int q = 0; q < kHiddenVecs; ++q) acc[i][q] = _mm512_fmadd_ps(wv[q], b, acc[i][q]);
@@ -278,51 +393,56 @@ void grad_hidden_t_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const floa
 // The row-block form: 6 chunk rows × 4 vectors of d per block (each step
 // loads 4 lines of W, from L2, for 24 FMAs; 4 rows × 6 vectors ran at
 // 146–170 GFLOP/s against 173–190 for this shape, 8 × 3 spills registers).
-void grad_hidden_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw,
-                      float* gH, i64 ldgh, bool accumulate, int nt) {
-  if (!accumulate) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 n = 0; n < c; ++n) std::memset(gH + n * ldgh, 0, sizeof(float) * D);
-  }
+template <int kRows>
+void grad_hidden_rows(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
+                       i64 ldgh, bool accumulate, i64 t, i64 T) {
   constexpr i64 kCols = 16 * kHiddenVecs;
-  const i64 dblocks = (D + kCols - 1) / kCols, ngroups = (c + kHiddenRows - 1) / kHiddenRows;
+  const i64 dblocks = (D + kCols - 1) / kCols, ngroups = (c + kRows - 1) / kRows;
   const i64 tiles = dblocks * ngroups;  // d-block major: a thread's tiles share W blocks
-#pragma omp parallel num_threads(nt)
-  {
-    const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
-    const i64 t0 = tiles * t / T, t1 = tiles * (t + 1) / T;
-    for (i64 v0 = 0; v0 < V; v0 += kHiddenVocab) {
-      const i64 K = std::min(kHiddenVocab, V - v0);
-      for (i64 tile = t0; tile < t1; ++tile) {
-        const i64 db = tile / ngroups, ng = tile % ngroups;
-        const i64 d0 = db * kCols, n0 = ng * kHiddenRows;
-        const i64 rows = std::min<i64>(kHiddenRows, c - n0);
-        const float* g[kHiddenRows];
-        float* cr[kHiddenRows];
-        for (i64 i = 0; i < kHiddenRows; ++i) {
-          g[i] = G + (n0 + std::min(i, rows - 1)) * ldg + v0;
-          cr[i] = gH + (n0 + std::min(i, rows - 1)) * ldgh + d0;
-        }
-        // At the first tile of a W block: fetch this thread's next W block
-        // (the next d block, or the first one of the next vocabulary rows).
-        const float* pf = nullptr;
-        if (tile == t0 || ng == 0) {
-          if ((db + 1) * ngroups < t1)
-            pf = W + v0 * ldw + (db + 1) * kCols;
-          else if (v0 + kHiddenVocab < V)
-            pf = W + (v0 + kHiddenVocab) * ldw + (t0 / ngroups) * kCols;
-        }
-        const float* wb = W + v0 * ldw + d0;
-        if (d0 + kCols <= D) {
-          hidden_block<false>(g, wb, ldw, K, cr, rows, nullptr, pf);
-        } else {
-          __mmask16 m[kHiddenVecs];
-          for (i64 q = 0; q < kHiddenVecs; ++q) m[q] = first_lanes(std::max<i64>(0, D - d0 - 16 * q));
-          hidden_block<true>(g, wb, ldw, K, cr, rows, m, pf);
-        }
+  const i64 t0 = tiles * t / T, t1 = tiles * (t + 1) / T;
+  for (i64 v0 = 0; v0 < V; v0 += kHiddenVocab) {
+    const i64 K = std::min(kHiddenVocab, V - v0);
+    const bool zero = v0 == 0 && !accumulate;
+    for (i64 tile = t0; tile < t1; ++tile) {
+      const i64 db = tile / ngroups, ng = tile % ngroups;
+      const i64 d0 = db * kCols, n0 = ng * kRows;
+      const i64 rows = std::min<i64>(kRows, c - n0);
+      const float* g[kRows];
+      float* cr[kRows];
+      for (i64 i = 0; i < kRows; ++i) {
+        g[i] = G + (n0 + std::min(i, rows - 1)) * ldg + v0;
+        cr[i] = gH + (n0 + std::min(i, rows - 1)) * ldgh + d0;
+      }
+      // At the first tile of a W block: fetch this thread's next W block
+      // (the next d block, or the first one of the next vocabulary rows).
+      const float* pf = nullptr;
+      if (tile == t0 || ng == 0) {
+        if ((db + 1) * ngroups < t1)
+          pf = W + v0 * ldw + (db + 1) * kCols;
+        else if (v0 + kHiddenVocab < V)
+          pf = W + (v0 + kHiddenVocab) * ldw + (t0 / ngroups) * kCols;
+      }
+      const float* wb = W + v0 * ldw + d0;
+      if (d0 + kCols <= D) {
+        hidden_block<false, kRows>(g, wb, ldw, K, cr, rows, nullptr, pf, zero);
+      } else {
+        __mmask16 m[kHiddenVecs];
+        for (i64 q = 0; q < kHiddenVecs; ++q) m[q] = first_lanes(std::max<i64>(0, D - d0 - 16 * q));
+        hidden_block<true, kRows>(g, wb, ldw, K, cr, rows, m, pf, zero);
       }
     }
   }
+}
+
+// Blocks of 6 rows; a small chunk (8 rows at 512×256×1000) in blocks of 4:
+// 6 + 2 leaves a block that does 8 FMAs per 4 loads of W (8 rows, 2 threads:
+// 137–146 GFLOP/s in 6-row blocks, 205–208 in 4-row blocks).
+void grad_hidden_share(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
+                       i64 ldgh, bool accumulate, i64 t, i64 T) {
+  if (c < kSmallChunkRows)
+    grad_hidden_rows<4>(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, t, T);
+  else
+    grad_hidden_rows<kHiddenRows>(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, t, T);
 }
 
 // ------------------------------------------------------------- grad_weight
@@ -341,8 +461,12 @@ XENT_AVX512 void weight_block(const float* __restrict gt, const float* __restric
     __m512 hv[kWeightVecs];
 #pragma GCC unroll 8
     for (int q = 0; q < kWeightVecs; ++q) hv[q] = load_cols<kMasked>(hr + 16 * q, kMasked ? m[q] : 0);
-    if (pf && n < kWeightClasses * kWeightVecs && n / kWeightVecs < rows)
-      _mm_prefetch(reinterpret_cast<const char*>(pf + (n / kWeightVecs) * ldc + 16 * (n % kWeightVecs)), _MM_HINT_T0);
+    // The next block's 24 lines, spread over the R steps (all of them in
+    // the first steps where R < 24: small chunks).
+    if (pf)
+      for (i64 k = n * 24 / R; k < (n + 1) * 24 / R; ++k)
+        if (k / kWeightVecs < rows)
+          _mm_prefetch(reinterpret_cast<const char*>(pf + (k / kWeightVecs) * ldc + 16 * (k % kWeightVecs)), _MM_HINT_T0);
 #pragma GCC unroll 12
     for (int i = 0; i < kWeightClasses; ++i) {
       const __m512 b = _mm512_set1_ps(gt[n * kWeightClasses + i]);
@@ -354,32 +478,27 @@ XENT_AVX512 void weight_block(const float* __restrict gt, const float* __restric
     for (int q = 0; q < kWeightVecs; ++q) store_cols<kMasked>(c + i * ldc + 16 * q, kMasked ? m[q] : 0, acc[i][q]);
 }
 
-void grad_weight_impl(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh,
-                                  float* gW, i64 ldgw, int nt) {
+// Thread t of T: its share of the 6-class groups. gt: c·6 floats of
+// scratch (G's columns v0..v0+5 as c rows of 6, the broadcasts of one step
+// side by side; 0 past V).
+void grad_weight_share(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh, float* gW,
+                       i64 ldgw, float* gt, i64 t, i64 T) {
   constexpr i64 kCols = 16 * kWeightVecs;
   const i64 groups = (V + kWeightClasses - 1) / kWeightClasses;
-#pragma omp parallel num_threads(nt)
-  {
-    // G's columns v0..v0+5 as c rows of 6 (the broadcasts of one step
-    // side by side); 0 past V.
-    float* gt = new float[static_cast<std::size_t>(c * kWeightClasses)];
-    const i64 t = omp_get_thread_num(), T = omp_get_num_threads();
-    const i64 g0 = groups * t / T, g1 = groups * (t + 1) / T;
-    __mmask16 tail[kWeightVecs];
-    const i64 dfull = D / kCols * kCols;
-    for (i64 q = 0; q < kWeightVecs; ++q) tail[q] = first_lanes(std::max<i64>(0, D - dfull - 16 * q));
-    for (i64 g = g0; g < g1; ++g) {
-      const i64 v0 = g * kWeightClasses, rows = std::min(kWeightClasses, V - v0);
-      for (i64 n = 0; n < c; ++n)
-        for (i64 i = 0; i < kWeightClasses; ++i) gt[n * kWeightClasses + i] = i < rows ? G[n * ldg + v0 + i] : 0.0f;
-      float* cb = gW + v0 * ldgw;
-      for (i64 d0 = 0; d0 < dfull; d0 += kCols) {
-        const float* pf = d0 + kCols < dfull ? cb + d0 + kCols : (g + 1 < g1 ? cb + kWeightClasses * ldgw : nullptr);
-        weight_block<false>(gt, H + d0, ldh, c, cb + d0, ldgw, rows, nullptr, pf);
-      }
-      if (dfull < D) weight_block<true>(gt, H + dfull, ldh, c, cb + dfull, ldgw, rows, tail, nullptr);
+  const i64 g0 = groups * t / T, g1 = groups * (t + 1) / T;
+  __mmask16 tail[kWeightVecs];
+  const i64 dfull = D / kCols * kCols;
+  for (i64 q = 0; q < kWeightVecs; ++q) tail[q] = first_lanes(std::max<i64>(0, D - dfull - 16 * q));
+  for (i64 g = g0; g < g1; ++g) {
+    const i64 v0 = g * kWeightClasses, rows = std::min(kWeightClasses, V - v0);
+    for (i64 n = 0; n < c; ++n)
+      for (i64 i = 0; i < kWeightClasses; ++i) gt[n * kWeightClasses + i] = i < rows ? G[n * ldg + v0 + i] : 0.0f;
+    float* cb = gW + v0 * ldgw;
+    for (i64 d0 = 0; d0 < dfull; d0 += kCols) {
+      const float* pf = d0 + kCols < dfull ? cb + d0 + kCols : (g + 1 < g1 ? cb + kWeightClasses * ldgw : nullptr);
+      weight_block<false>(gt, H + d0, ldh, c, cb + d0, ldgw, rows, nullptr, pf);
     }
-    delete[] gt;
+    if (dfull < D) weight_block<true>(gt, H + dfull, ldh, c, cb + dfull, ldgw, rows, tail, nullptr);
   }
 }
 
@@ -390,6 +509,11 @@ void chunk_logits(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, 
   if (c <= 0 || V <= 0) return;
   if (D == 0) {
     for (i64 n = 0; n < c; ++n) std::fill(Z + n * ldz, Z + n * ldz + V, 0.0f);
+    return;
+  }
+  if (c < kSmallChunkRows) {
+#pragma omp parallel num_threads(nt)
+    logits_dot_share(c, V, D, H, ldh, W, ldw, Z, ldz, omp_get_thread_num(), omp_get_num_threads());
     return;
   }
   logits_impl(c, V, D, H, ldh, W, ldw, Z, ldz, scratch, nt);
@@ -403,27 +527,72 @@ void chunk_grad_hidden(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float
   // 194 / 187), 5120 ~200 / ~200; but D = 2048 and 1024 116–128 / 155–183,
   // whatever the vocabulary rows per pass (64–1024): the row-block form
   // stays below 3072.
-  if (scratch && D >= kHiddenTransposedFrom)
+  if (scratch && c >= kSmallChunkRows && D >= kHiddenTransposedFrom) {
     grad_hidden_t_impl(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, scratch, nt);
-  else
-    grad_hidden_impl(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, nt);
+    return;
+  }
+  if (V <= 0) {
+    if (!accumulate)
+      for (i64 n = 0; n < c; ++n) std::memset(gH + n * ldgh, 0, sizeof(float) * D);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  grad_hidden_share(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, omp_get_thread_num(), omp_get_num_threads());
 }
 
 void chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh, float* gW,
                        i64 ldgw, int nt) {
   if (c <= 0 || V <= 0 || D <= 0) return;
-  grad_weight_impl(c, V, D, G, ldg, H, ldh, gW, ldgw, nt);
+#pragma omp parallel num_threads(nt)
+  {
+    std::unique_ptr<float[]> gt(new float[static_cast<std::size_t>(c * kWeightClasses)]);
+    grad_weight_share(c, V, D, G, ldg, H, ldh, gW, ldgw, gt.get(), omp_get_thread_num(), omp_get_num_threads());
+  }
+}
+
+void small_chunk_logits(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw, float* Z,
+                        i64 ldz, int t, int T) {
+  if (c <= 0 || V <= 0) return;
+  if (D == 0) {
+    const i64 n0 = c * t / T, n1 = c * (t + 1) / T;
+    for (i64 n = n0; n < n1; ++n) std::fill(Z + n * ldz, Z + n * ldz + V, 0.0f);
+    return;
+  }
+  logits_dot_share(c, V, D, H, ldh, W, ldw, Z, ldz, t, T);
+}
+
+void small_chunk_grad_hidden(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
+                             i64 ldgh, bool accumulate, int t, int T) {
+  if (c <= 0 || D <= 0) return;
+  if (V <= 0) {
+    const i64 n0 = c * t / T, n1 = c * (t + 1) / T;
+    if (!accumulate)
+      for (i64 n = n0; n < n1; ++n) std::memset(gH + n * ldgh, 0, sizeof(float) * D);
+    return;
+  }
+  grad_hidden_share(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, t, T);
+}
+
+void small_chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh, float* gW,
+                             i64 ldgw, int t, int T) {
+  if (c <= 0 || V <= 0 || D <= 0) return;
+  float gt[kSmallChunkRows * kWeightClasses];
+  grad_weight_share(std::min<i64>(c, kSmallChunkRows), V, D, G, ldg, H, ldh, gW, ldgw, gt, t, T);
 }
 
 #else  // no x86-64 AVX-512 build: the callers use the BLAS
 
 bool chunk_gemm_supported() { return false; }
 std::size_t chunk_logits_scratch(i64 c, i64 D) {
+  if (c < kSmallChunkRows) return 0;
   return static_cast<std::size_t>((c + 15) / 16 * 16) * static_cast<std::size_t>(D);
 }
 void chunk_logits(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, float*, int) {}
 void chunk_grad_hidden(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, bool, float*, int) {}
 void chunk_grad_weight(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, int) {}
+void small_chunk_logits(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, int, int) {}
+void small_chunk_grad_hidden(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, bool, int, int) {}
+void small_chunk_grad_weight(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, int, int) {}
 
 #endif
 

@@ -28,8 +28,14 @@ namespace xent::cpu {
 // Whether this build has the kernels and this CPU runs them (AVX-512F).
 bool chunk_gemm_supported();
 
+// Chunks of fewer rows take forms that need no scratch (the logits as dot
+// products along d) and may run inside the caller's parallel region (the
+// small_chunk_* functions below).
+constexpr std::int64_t kSmallChunkRows = 16;
+
 // Scratch floats chunk_logits and chunk_grad_hidden need (H transposed,
-// rows padded to 16, and a transposed block of 256 classes of G).
+// rows padded to 16, and a transposed block of 256 classes of G); 0 for
+// chunks of fewer than kSmallChunkRows rows.
 std::size_t chunk_logits_scratch(std::int64_t c, std::int64_t D);
 
 // Z = H·Wᵀ. `scratch`: chunk_logits_scratch(c, D) floats, 64-byte aligned.
@@ -46,5 +52,19 @@ void chunk_grad_hidden(std::int64_t c, std::int64_t V, std::int64_t D, const flo
 // gW += Gᵀ·H.
 void chunk_grad_weight(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
                        const float* H, std::int64_t ldh, float* gW, std::int64_t ldgw, int nt);
+
+// The same three products for a chunk of c < kSmallChunkRows rows, called
+// by every thread t of a parallel region of T threads: each does its share
+// (classes for the logits and grad_weight, blocks of gH for grad_hidden) and
+// returns without a barrier; the caller synchronizes between products that
+// read what another wrote. Same results, bit for bit, as the functions
+// above.
+void small_chunk_logits(std::int64_t c, std::int64_t V, std::int64_t D, const float* H, std::int64_t ldh,
+                        const float* W, std::int64_t ldw, float* Z, std::int64_t ldz, int t, int T);
+void small_chunk_grad_hidden(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
+                             const float* W, std::int64_t ldw, float* gH, std::int64_t ldgh, bool accumulate,
+                             int t, int T);
+void small_chunk_grad_weight(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
+                             const float* H, std::int64_t ldh, float* gW, std::int64_t ldgw, int t, int T);
 
 }  // namespace xent::cpu
