@@ -306,17 +306,18 @@ void logits_dot_share(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float*
 
 // ------------------------------------------------------------- grad_hidden
 
-// c[i][0, 64) (+)= Σ_{v<K} g[i][v] · w[v·ldw + (0, 64)] for i < rows (≤ 6;
-// g rows past `rows` repeat a valid one; zero: = instead of +=). kMasked: d
-// is cut by m[q].
-// pf: the W block this thread reads next, fetched into cache meanwhile.
+// c[i][0, 64) += Σ_{v<K} g[i][v] · w[v·ldw + (0, 64)] for i < kRows (≤ 6).
+// kMasked: d is cut by m[q]. pf: the W block this thread reads next,
+// fetched into cache meanwhile. The row count is a template parameter so
+// that the accumulators stay in registers (with a run-time count below the
+// block's, GCC kept them on the stack: 24 extra stores and loads a block).
 template <bool kMasked, int kRows>
 XENT_AVX512 void hidden_block(const float* const* g, const float* __restrict w, i64 ldw, i64 K,
-                              float* const* c, i64 rows, const __mmask16* m, const float* pf, bool zero) {
+                              float* const* c, const __mmask16* m, const float* pf) {
+  if (K < 1) __builtin_unreachable();  // as in weight_block: no spills
   __m512 acc[kRows][kHiddenVecs];
   for (int i = 0; i < kRows; ++i)
-    for (int q = 0; q < kHiddenVecs; ++q)
-      acc[i][q] = i < rows && !zero ? load_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0) : _mm512_setzero_ps();
+    for (int q = 0; q < kHiddenVecs; ++q) acc[i][q] = load_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0);
   const float* gr[kRows];
   for (int i = 0; i < kRows; ++i) gr[i] = g[i];
   for (i64 v = 0; v < K; ++v) {
@@ -336,8 +337,21 @@ XENT_AVX512 void hidden_block(const float* const* g, const float* __restrict w, 
       for (int q = 0; q < kHiddenVecs; ++q) acc[i][q] = _mm512_fmadd_ps(wv[q], b, acc[i][q]);
     }
   }
-  for (i64 i = 0; i < rows; ++i)
+  for (int i = 0; i < kRows; ++i)
     for (int q = 0; q < kHiddenVecs; ++q) store_cols<kMasked>(c[i] + 16 * q, kMasked ? m[q] : 0, acc[i][q]);
+}
+
+template <bool kMasked>
+void hidden_block_rows(i64 rows, const float* const* g, const float* w, i64 ldw, i64 K, float* const* c,
+                       const __mmask16* m, const float* pf) {
+  switch (rows) {
+    case 1: hidden_block<kMasked, 1>(g, w, ldw, K, c, m, pf); break;
+    case 2: hidden_block<kMasked, 2>(g, w, ldw, K, c, m, pf); break;
+    case 3: hidden_block<kMasked, 3>(g, w, ldw, K, c, m, pf); break;
+    case 4: hidden_block<kMasked, 4>(g, w, ldw, K, c, m, pf); break;
+    case 5: hidden_block<kMasked, 5>(g, w, ldw, K, c, m, pf); break;
+    default: hidden_block<kMasked, 6>(g, w, ldw, K, c, m, pf); break;
+  }
 }
 
 // grad_hidden the other way round, shaped like the logits kernel: the
@@ -400,18 +414,23 @@ void grad_hidden_rows(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float*
   const i64 dblocks = (D + kCols - 1) / kCols, ngroups = (c + kRows - 1) / kRows;
   const i64 tiles = dblocks * ngroups;  // d-block major: a thread's tiles share W blocks
   const i64 t0 = tiles * t / T, t1 = tiles * (t + 1) / T;
+  if (!accumulate)  // this thread's tiles of gH start from 0
+    for (i64 tile = t0; tile < t1; ++tile) {
+      const i64 d0 = tile / ngroups * kCols, n0 = tile % ngroups * kRows;
+      for (i64 n = n0; n < std::min(c, n0 + kRows); ++n)
+        std::memset(gH + n * ldgh + d0, 0, sizeof(float) * std::min(kCols, D - d0));
+    }
   for (i64 v0 = 0; v0 < V; v0 += kHiddenVocab) {
     const i64 K = std::min(kHiddenVocab, V - v0);
-    const bool zero = v0 == 0 && !accumulate;
     for (i64 tile = t0; tile < t1; ++tile) {
       const i64 db = tile / ngroups, ng = tile % ngroups;
       const i64 d0 = db * kCols, n0 = ng * kRows;
       const i64 rows = std::min<i64>(kRows, c - n0);
       const float* g[kRows];
       float* cr[kRows];
-      for (i64 i = 0; i < kRows; ++i) {
-        g[i] = G + (n0 + std::min(i, rows - 1)) * ldg + v0;
-        cr[i] = gH + (n0 + std::min(i, rows - 1)) * ldgh + d0;
+      for (i64 i = 0; i < rows; ++i) {
+        g[i] = G + (n0 + i) * ldg + v0;
+        cr[i] = gH + (n0 + i) * ldgh + d0;
       }
       // At the first tile of a W block: fetch this thread's next W block
       // (the next d block, or the first one of the next vocabulary rows).
@@ -424,11 +443,11 @@ void grad_hidden_rows(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float*
       }
       const float* wb = W + v0 * ldw + d0;
       if (d0 + kCols <= D) {
-        hidden_block<false, kRows>(g, wb, ldw, K, cr, rows, nullptr, pf, zero);
+        hidden_block_rows<false>(rows, g, wb, ldw, K, cr, nullptr, pf);
       } else {
         __mmask16 m[kHiddenVecs];
         for (i64 q = 0; q < kHiddenVecs; ++q) m[q] = first_lanes(std::max<i64>(0, D - d0 - 16 * q));
-        hidden_block<true, kRows>(g, wb, ldw, K, cr, rows, m, pf, zero);
+        hidden_block_rows<true>(rows, g, wb, ldw, K, cr, m, pf);
       }
     }
   }
@@ -447,43 +466,66 @@ void grad_hidden_share(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float
 
 // ------------------------------------------------------------- grad_weight
 
-// c[i][0, 64) += Σ_{n<R} gt[n·6 + i] · h[n·ldh + (0, 64)] for i < rows (≤ 6;
-// gt columns past `rows` are 0). pf: the next gW block, fetched meanwhile.
-template <bool kMasked>
-XENT_AVX512 void weight_block(const float* __restrict gt, const float* __restrict h, i64 ldh, i64 R,
-                              float* c, i64 ldc, i64 rows, const __mmask16* m, const float* pf) {
-  __m512 acc[kWeightClasses][kWeightVecs];
-  for (int i = 0; i < kWeightClasses; ++i)
-    for (int q = 0; q < kWeightVecs; ++q)
-      acc[i][q] = i < rows ? load_cols<kMasked>(c + i * ldc + 16 * q, kMasked ? m[q] : 0) : _mm512_setzero_ps();
+// c[i][0, 64) += Σ_{n<R} g[n·ldg + i] · h[n·ldh + (0, 64)] for i < kRows
+// (≤ 6 classes; a template parameter, as in hidden_block). pf: the next gW
+// block, fetched meanwhile: one line per step, or (kFetchAll: chunks with
+// fewer steps than the block has lines) all at the start.
+template <bool kMasked, int kRows, bool kFetchAll>
+XENT_AVX512 void weight_block(const float* __restrict g, i64 ldg, const float* __restrict h, i64 ldh, i64 R,
+                              float* c, i64 ldc, const __mmask16* m, const float* pf) {
+  // R ≥ 1 (callers return early on empty chunks). Told so, GCC keeps the
+  // accumulators in registers from the loads to the stores; else the path
+  // that skips the loop made it keep them in a stack array, with a store
+  // and a reload of each on both sides of the loop.
+  if (R < 1) __builtin_unreachable();
+  constexpr int kLines = kRows * kWeightVecs;
+  if (kFetchAll && pf)
+    for (int k = 0; k < kLines; ++k)
+      _mm_prefetch(reinterpret_cast<const char*>(pf + (k / kWeightVecs) * ldc + 16 * (k % kWeightVecs)), _MM_HINT_T0);
+  __m512 acc[kRows][kWeightVecs];
+  for (int i = 0; i < kRows; ++i)
+    for (int q = 0; q < kWeightVecs; ++q) acc[i][q] = load_cols<kMasked>(c + i * ldc + 16 * q, kMasked ? m[q] : 0);
   for (i64 n = 0; n < R; ++n) {
     const float* hr = h + n * ldh;
     __m512 hv[kWeightVecs];
 #pragma GCC unroll 8
     for (int q = 0; q < kWeightVecs; ++q) hv[q] = load_cols<kMasked>(hr + 16 * q, kMasked ? m[q] : 0);
-    // The next block's 24 lines, spread over the R steps (all of them in
-    // the first steps where R < 24: small chunks).
-    if (pf)
-      for (i64 k = n * 24 / R; k < (n + 1) * 24 / R; ++k)
-        if (k / kWeightVecs < rows)
-          _mm_prefetch(reinterpret_cast<const char*>(pf + (k / kWeightVecs) * ldc + 16 * (k % kWeightVecs)), _MM_HINT_T0);
+    if (!kFetchAll && pf && n < kLines)
+      _mm_prefetch(reinterpret_cast<const char*>(pf + (n / kWeightVecs) * ldc + 16 * (n % kWeightVecs)), _MM_HINT_T0);
 #pragma GCC unroll 12
-    for (int i = 0; i < kWeightClasses; ++i) {
-      const __m512 b = _mm512_set1_ps(gt[n * kWeightClasses + i]);
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 b = _mm512_set1_ps(g[n * ldg + i]);
 #pragma GCC unroll 8
       for (int q = 0; q < kWeightVecs; ++q) acc[i][q] = _mm512_fmadd_ps(hv[q], b, acc[i][q]);
     }
   }
-  for (i64 i = 0; i < rows; ++i)
+  for (int i = 0; i < kRows; ++i)
     for (int q = 0; q < kWeightVecs; ++q) store_cols<kMasked>(c + i * ldc + 16 * q, kMasked ? m[q] : 0, acc[i][q]);
 }
 
-// Thread t of T: its share of the 6-class groups. gt: c·6 floats of
-// scratch (G's columns v0..v0+5 as c rows of 6, the broadcasts of one step
-// side by side; 0 past V).
+template <bool kMasked, bool kFetchAll>
+void weight_block_rows(i64 rows, const float* g, i64 ldg, const float* h, i64 ldh, i64 R, float* c, i64 ldc,
+                       const __mmask16* m, const float* pf) {
+  switch (rows) {
+    case 1: weight_block<kMasked, 1, kFetchAll>(g, ldg, h, ldh, R, c, ldc, m, pf); break;
+    case 2: weight_block<kMasked, 2, kFetchAll>(g, ldg, h, ldh, R, c, ldc, m, pf); break;
+    case 3: weight_block<kMasked, 3, kFetchAll>(g, ldg, h, ldh, R, c, ldc, m, pf); break;
+    case 4: weight_block<kMasked, 4, kFetchAll>(g, ldg, h, ldh, R, c, ldc, m, pf); break;
+    case 5: weight_block<kMasked, 5, kFetchAll>(g, ldg, h, ldh, R, c, ldc, m, pf); break;
+    default: weight_block<kMasked, 6, kFetchAll>(g, ldg, h, ldh, R, c, ldc, m, pf); break;
+  }
+}
+
+// Thread t of T: its share of the 6-class groups. The broadcasts of a step
+// are 6 consecutive floats of a G row: packed side by side into gt (c·6
+// floats) for chunks of kSmallChunkRows rows and more (192 against 186
+// GFLOP/s read in place, 64-row chunk at D = 4096); read where they lie in
+// small chunks (gt unused), whose packing would cost as much as their few
+// steps.
 void grad_weight_share(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh, float* gW,
                        i64 ldgw, float* gt, i64 t, i64 T) {
   constexpr i64 kCols = 16 * kWeightVecs;
+  const bool small = c < kSmallChunkRows;
   const i64 groups = (V + kWeightClasses - 1) / kWeightClasses;
   const i64 g0 = groups * t / T, g1 = groups * (t + 1) / T;
   __mmask16 tail[kWeightVecs];
@@ -491,14 +533,23 @@ void grad_weight_share(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float
   for (i64 q = 0; q < kWeightVecs; ++q) tail[q] = first_lanes(std::max<i64>(0, D - dfull - 16 * q));
   for (i64 g = g0; g < g1; ++g) {
     const i64 v0 = g * kWeightClasses, rows = std::min(kWeightClasses, V - v0);
-    for (i64 n = 0; n < c; ++n)
-      for (i64 i = 0; i < kWeightClasses; ++i) gt[n * kWeightClasses + i] = i < rows ? G[n * ldg + v0 + i] : 0.0f;
+    const float* gb = G + v0;
+    i64 ldb = ldg;
+    if (!small) {
+      for (i64 n = 0; n < c; ++n)
+        for (i64 i = 0; i < rows; ++i) gt[n * kWeightClasses + i] = G[n * ldg + v0 + i];
+      gb = gt;
+      ldb = kWeightClasses;
+    }
     float* cb = gW + v0 * ldgw;
     for (i64 d0 = 0; d0 < dfull; d0 += kCols) {
       const float* pf = d0 + kCols < dfull ? cb + d0 + kCols : (g + 1 < g1 ? cb + kWeightClasses * ldgw : nullptr);
-      weight_block<false>(gt, H + d0, ldh, c, cb + d0, ldgw, rows, nullptr, pf);
+      if (small)
+        weight_block_rows<false, true>(rows, gb, ldb, H + d0, ldh, c, cb + d0, ldgw, nullptr, pf);
+      else
+        weight_block_rows<false, false>(rows, gb, ldb, H + d0, ldh, c, cb + d0, ldgw, nullptr, pf);
     }
-    if (dfull < D) weight_block<true>(gt, H + dfull, ldh, c, cb + dfull, ldgw, rows, tail, nullptr);
+    if (dfull < D) weight_block_rows<true, false>(rows, gb, ldb, H + dfull, ldh, c, cb + dfull, ldgw, tail, nullptr);
   }
 }
 
@@ -545,7 +596,7 @@ void chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float
   if (c <= 0 || V <= 0 || D <= 0) return;
 #pragma omp parallel num_threads(nt)
   {
-    std::unique_ptr<float[]> gt(new float[static_cast<std::size_t>(c * kWeightClasses)]);
+    std::unique_ptr<float[]> gt(c < kSmallChunkRows ? nullptr : new float[static_cast<std::size_t>(c * kWeightClasses)]);
     grad_weight_share(c, V, D, G, ldg, H, ldh, gW, ldgw, gt.get(), omp_get_thread_num(), omp_get_num_threads());
   }
 }
@@ -576,8 +627,7 @@ void small_chunk_grad_hidden(i64 c, i64 V, i64 D, const float* G, i64 ldg, const
 void small_chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh, float* gW,
                              i64 ldgw, int t, int T) {
   if (c <= 0 || V <= 0 || D <= 0) return;
-  float gt[kSmallChunkRows * kWeightClasses];
-  grad_weight_share(std::min<i64>(c, kSmallChunkRows), V, D, G, ldg, H, ldh, gW, ldgw, gt, t, T);
+  grad_weight_share(std::min(c, kSmallChunkRows - 1), V, D, G, ldg, H, ldh, gW, ldgw, nullptr, t, T);
 }
 
 #else  // no x86-64 AVX-512 build: the callers use the BLAS
