@@ -22,7 +22,10 @@
 // the compute floor: the same BLAS doing H·Wᵀ, G·W and Gᵀ·H at full size
 // (this needs the N×V logits, so it runs last, after the fused measurements).
 // Timings are the minimum over --reps runs (default 1: the large shapes take
-// seconds per product on 2 cores).
+// seconds per product on 2 cores). XENT_RSS_TRACE=1 prints every run's extra
+// memory (warm-up r = -1 included) to stderr: the peak is the maximum over
+// the runs, and a run whose input pages the host reclaimed meanwhile (this
+// VM runs DAMON reclaim, kdamond) counts their faulting back in.
 #include <malloc.h>
 #include <sys/resource.h>
 #include <omp.h>
@@ -119,6 +122,7 @@ Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool gr
                                        xent::Targets::Index(in.t.data()), lo, out);
     const double dt = now_s() - t0, dc = cpu_s() - c0;
     const long peak = hwm ? status_kib("VmHWM:") : -1;
+    if (std::getenv("XENT_RSS_TRACE")) std::fprintf(stderr, "rss %s r=%d extra=%ld KiB\n", grads ? "fb" : "fwd", r, peak - before);
     if (r < 0) continue;
     m.res = res;
     m.seconds = std::min(m.seconds, dt);

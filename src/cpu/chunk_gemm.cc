@@ -207,23 +207,43 @@ void logits_impl(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i
 // in natural order.
 constexpr int kReduceOrder[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
 
-XENT_AVX512 inline __m512 reduce16(const __m512* a) {
-  __m512 s1[8], s2[4], s3[2];
-  // Halves of 256 bits, then quarters of 128, then pairs, then single lanes.
-  for (int k = 0; k < 8; ++k)
-    s1[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[k], a[k + 8], 0x44), _mm512_shuffle_f32x4(a[k], a[k + 8], 0xEE));
-  for (int k = 0; k < 4; ++k)
-    s2[k] = _mm512_add_ps(_mm512_shuffle_f32x4(s1[k], s1[k + 4], 0x88), _mm512_shuffle_f32x4(s1[k], s1[k + 4], 0xDD));
-  for (int k = 0; k < 2; ++k) {
-    const __m512d x = _mm512_castps_pd(s2[k]), y = _mm512_castps_pd(s2[k + 2]);
-    s3[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-  }
-  return _mm512_add_ps(_mm512_shuffle_ps(s3[0], s3[1], 0x88), _mm512_shuffle_ps(s3[0], s3[1], 0xDD));
+// The 16 inputs come as values, not an array: from an array GCC stored
+// every accumulator to the stack and shuffled the reloads.
+XENT_AVX512 inline __m512 halves(__m512 a, __m512 b) {  // [a.lo + a.hi | b.lo + b.hi] (256-bit halves)
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+}
+XENT_AVX512 inline __m512 quarters(__m512 a, __m512 b) {  // the same one level down (128-bit quarters)
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
+}
+XENT_AVX512 inline __m512 pairs(__m512 a, __m512 b) {  // 64-bit pairs within each quarter
+  const __m512d x = _mm512_castps_pd(a), y = _mm512_castps_pd(b);
+  return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+}
+XENT_AVX512 inline __m512 singles(__m512 a, __m512 b) {  // single lanes
+  return _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x88), _mm512_shuffle_ps(a, b, 0xDD));
+}
+XENT_AVX512 inline __m512 reduce16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, __m512 a5, __m512 a6,
+                                   __m512 a7, __m512 a8, __m512 a9, __m512 a10, __m512 a11, __m512 a12,
+                                   __m512 a13, __m512 a14, __m512 a15) {
+  const __m512 h0 = halves(a0, a8), h1 = halves(a1, a9), h2 = halves(a2, a10), h3 = halves(a3, a11);
+  const __m512 h4 = halves(a4, a12), h5 = halves(a5, a13), h6 = halves(a6, a14), h7 = halves(a7, a15);
+  const __m512 q0 = quarters(h0, h4), q1 = quarters(h1, h5), q2 = quarters(h2, h6), q3 = quarters(h3, h7);
+  return singles(pairs(q0, q2), pairs(q1, q3));
+}
+
+// Input l of reduce16: acc[kReduceOrder[l]], 0 past the block's n sums.
+template <int kN, int kL>
+XENT_AVX512 inline __m512 lane_input(const __m512* acc) {
+  constexpr int k = kReduceOrder[kL];
+  if constexpr (k < kN) return acc[k];
+  return _mm512_setzero_ps();
 }
 
 // One step of dot_block: 16 columns of d (kMasked: the lanes of m).
+// (Always inlined: a call for the masked last step would keep the
+// accumulators in a stack array, zeroed and stored for every block.)
 template <int R, int C, bool kMasked>
-XENT_AVX512 inline void dot_step(const float* __restrict H, i64 ldh, const float* const* w, i64 d, __mmask16 m,
+XENT_AVX512 __attribute__((always_inline)) inline void dot_step(const float* __restrict H, i64 ldh, const float* const* w, i64 d, __mmask16 m,
                                  __m512* acc) {
   __m512 wv[C];
 #pragma GCC unroll 16
@@ -247,16 +267,23 @@ XENT_AVX512 void dot_block(const float* __restrict H, i64 ldh, const float* __re
                            float* __restrict Z, i64 ldz, i64 nc) {
   static_assert(R * C <= 16, "one reduction of 16 sums per block");
   __m512 acc[R * C];
+  // (Unrolled: as a loop GCC turned it into a memset of a stack array that
+  // nothing reads, 1 KiB per block.)
+#pragma GCC unroll 16
   for (int k = 0; k < R * C; ++k) acc[k] = _mm512_setzero_ps();
   const float* w[C];
   for (int j = 0; j < C; ++j) w[j] = W + std::min<i64>(j, nc - 1) * ldw;
   const i64 dfull = D / 16 * 16;
   for (i64 d = 0; d < dfull; d += 16) dot_step<R, C, false>(H, ldh, w, d, 0, acc);
   if (dfull < D) dot_step<R, C, true>(H, ldh, w, dfull, first_lanes(D - dfull), acc);
-  __m512 in[16];
-  for (int l = 0; l < 16; ++l) in[l] = kReduceOrder[l] < R * C ? acc[kReduceOrder[l]] : _mm512_setzero_ps();
+  // acc in the reduction's lane order (kReduceOrder), 0 past R·C.
   alignas(64) float sums[16];
-  _mm512_store_ps(sums, reduce16(in));
+  _mm512_store_ps(sums, reduce16(lane_input<R * C, 0>(acc), lane_input<R * C, 1>(acc), lane_input<R * C, 2>(acc),
+                                 lane_input<R * C, 3>(acc), lane_input<R * C, 4>(acc), lane_input<R * C, 5>(acc),
+                                 lane_input<R * C, 6>(acc), lane_input<R * C, 7>(acc), lane_input<R * C, 8>(acc),
+                                 lane_input<R * C, 9>(acc), lane_input<R * C, 10>(acc), lane_input<R * C, 11>(acc),
+                                 lane_input<R * C, 12>(acc), lane_input<R * C, 13>(acc), lane_input<R * C, 14>(acc),
+                                 lane_input<R * C, 15>(acc)));
   for (int i = 0; i < R; ++i) {
     float* z = Z + i * ldz;
     const float* si = sums + i * C;
