@@ -498,12 +498,13 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
   if (pl.gb) std::fill(out.grad_bias, out.grad_bias + V, 0.0f);
 
   NeumaierSum ce_sum, z_sum;
-  // L holds the chunk's logits (bias not yet added): the fused loss turns
-  // them into G = d loss / d logits in place. Threads: inner_nt (1 inside
-  // the small-chunk path's parallel region).
-  auto loss_step = [&](std::int64_t r0, std::int64_t c, int inner_nt) {
-    add_bias(pl.bias, 0, L, c, V, V, inner_nt);
-    const MatrixView lv{L, DType::kF32, c, V, V};
+  // Rows [r0, r0 + c) of the chunk, whose logits (bias not yet added) are
+  // at Lr: the fused loss turns them into G = d loss / d logits in place.
+  // Threads: inner_nt. Writes only these rows' outputs (callers may run
+  // disjoint rows at once); the sums are for add_result.
+  auto chunk_loss = [&](std::int64_t r0, std::int64_t c, float* Lr, int inner_nt) {
+    add_bias(pl.bias, 0, Lr, c, V, V, inner_nt);
+    const MatrixView lv{Lr, DType::kF32, c, V, V};
     Targets tc = targets;
     tc.indices = targets.kind == Targets::Kind::kIndexInt64
                      ? static_cast<const void*>(static_cast<const std::int64_t*>(targets.indices) + r0)
@@ -511,23 +512,21 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     CrossEntropyOutputs co_out;
     co_out.row_loss = out.row_loss ? out.row_loss + r0 : nullptr;
     co_out.row_lse = lse ? lse + r0 : nullptr;
-    if (pl.grad && !split_z) co_out.grad = MutableMatrixView{L, DType::kF32, c, V, V};
+    if (pl.grad && !split_z) co_out.grad = MutableMatrixView{Lr, DType::kF32, c, V, V};
     CrossEntropyResult cr;
-    co.num_threads = cz.num_threads = par(inner_nt, c * V);
+    CrossEntropyOptions o1 = co, o2 = cz;
+    o1.num_threads = o2.num_threads = par(inner_nt, c * V);
     try {
-      cr = cross_entropy_loss(lv, tc, co, co_out);
+      cr = cross_entropy_loss(lv, tc, o1, co_out);
       if (split_z) {
         CrossEntropyOutputs zo;
-        zo.grad = MutableMatrixView{L, DType::kF32, c, V, V};
-        cross_entropy_loss(lv, tc, cz, zo);
+        zo.grad = MutableMatrixView{Lr, DType::kF32, c, V, V};
+        cross_entropy_loss(lv, tc, o2, zo);
       }
     } catch (const Error& e) {
       throw Error(e.code(), std::string(kFn) + ": in the token chunk of rows [" + str(r0) + ", " +
                                 str(r0 + c) + ") (rows below count from " + str(r0) + "): " + e.what());
     }
-    ce_sum.add(cr.loss - cr.z_loss);
-    z_sum.add(cr.z_loss);
-    res.correct += cr.correct;
     if (out.row_loss && zc != z) {
       // The kernel's row loss carries z'·lse²; report the true z·lse².
       for (std::int64_t i = 0; i < c; ++i)
@@ -536,7 +535,12 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
           out.row_loss[r0 + i] = static_cast<float>(out.row_loss[r0 + i] + (z - zc) * l * l);
         }
     }
-    if (pl.grad && pl.gb) add_colsums(L, c, V, V, out.grad_bias, inner_nt);
+    return cr;
+  };
+  auto add_result = [&](const CrossEntropyResult& cr) {
+    ce_sum.add(cr.loss - cr.z_loss);
+    z_sum.add(cr.z_loss);
+    res.correct += cr.correct;
   };
 
   if (own && nb < cpu::kSmallChunkRows && vs == V && pl.h.dtype == DType::kF32) {
@@ -547,7 +551,8 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     // 3 × 4 MFLOP of products).
     const auto* H = static_cast<const float*>(pl.h.data);
     const auto* W = static_cast<const float*>(pl.w.data);
-    std::exception_ptr err;
+    std::exception_ptr err[2];
+    CrossEntropyResult part[2];
 #pragma omp parallel num_threads(nt)
     {
       const int t = omp_get_thread_num(), T = omp_get_num_threads();
@@ -556,26 +561,41 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
         const float* Hc = H + r0 * pl.hs;
         cpu::small_chunk_logits(c, V, D, Hc, pl.hs, W, pl.wst, L, V, t, T);
 #pragma omp barrier
-        // On the calling thread: what the loss allocates comes from its heap
-        // (a worker's malloc arena would add its own pages to the peak RSS).
-#pragma omp master
-        {
+        // The loss in two halves of rows, always the same two whatever the
+        // thread count (so the same sums): threads 0 and 1 one each, or
+        // thread 0 both. Split, each half reads the other thread's columns
+        // of half the rows; on one thread it read all of them, and the next
+        // chunk's logits on the other thread then waited for their cache
+        // lines (its logits took 1.4× as long).
+        const std::int64_t half = (c + 1) / 2;
+        for (int h = 0; h < 2; ++h) {
+          if (h % T != t || (h == 1 && half == c)) continue;
+          const std::int64_t a = h == 0 ? 0 : half, n = h == 0 ? half : c - half;
           try {
-            loss_step(r0, c, 1);
+            part[h] = chunk_loss(r0 + a, n, L + a * V, 1);
           } catch (...) {
-            err = std::current_exception();
+            err[h] = std::current_exception();
           }
         }
 #pragma omp barrier
         // (G is complete, and err is seen by all.)
-        if (err) break;
+        if (err[0] || err[1]) break;
+#pragma omp master
+        {
+          add_result(part[0]);
+          if (half < c) add_result(part[1]);
+          if (pl.grad && pl.gb) add_colsums(L, c, V, V, out.grad_bias, 1);
+        }
+        // (The master reads part[] before the next chunk's first barrier, and
+        // grad_bias reads G while both products read it.)
         if (!pl.grad) continue;
         if (gH) cpu::small_chunk_grad_hidden(c, V, D, L, V, W, pl.wst, gH + r0 * ldgh, ldgh, false, t, T);
         if (gW) cpu::small_chunk_grad_weight(c, V, D, L, V, Hc, pl.hs, gW, ldgw, t, T);
 #pragma omp barrier
       }
     }
-    if (err) std::rethrow_exception(err);
+    for (const auto& e : err)
+      if (e) std::rethrow_exception(e);
   } else {
     for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
       const std::int64_t c = std::min(nb, N - r0);
@@ -589,8 +609,9 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
         else
           blas::sgemm(false, true, c, nv, D, 1.0f, Hc, ldh, Wt, ldw, 0.0f, L + v0, V);
       }
-      loss_step(r0, c, nt);
+      add_result(chunk_loss(r0, c, L, nt));
       if (!pl.grad) continue;
+      if (pl.gb) add_colsums(L, c, V, V, out.grad_bias, nt);
       // L now holds G = d loss / d logits for the chunk.
       for (std::int64_t v0 = 0; v0 < V; v0 += vs) {
         const std::int64_t nv = std::min(vs, V - v0);
