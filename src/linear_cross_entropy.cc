@@ -543,12 +543,11 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     res.correct += cr.correct;
   };
 
-  if (own && nb < cpu::kSmallChunkRows && vs == V && pl.h.dtype == DType::kF32) {
+  if (own && nb < cpu::kSmallChunkRows && pl.h.dtype == DType::kF32 && pl.w.dtype == DType::kF32) {
     // Small chunks (the memory bound of small shapes: 8 rows at
-    // 512×256×1000): one parallel region for all of them, so that a chunk
-    // costs three barriers rather than five fork/joins. The loss of a chunk
-    // runs on one thread (its 8·V elements take microseconds, against
-    // 3 × 4 MFLOP of products).
+    // 512×256×1000), float32 read in place: one parallel region for all of
+    // them, so that a chunk costs three barriers rather than five
+    // fork/joins.
     const auto* H = static_cast<const float*>(pl.h.data);
     const auto* W = static_cast<const float*>(pl.w.data);
     std::exception_ptr err[2];

@@ -53,9 +53,10 @@ struct Problem {
   std::vector<std::uint16_t> hb, wb;        // bfloat16 storage
   std::vector<std::int64_t> targets;
   bool has_bias = false;
+  bool hidden_f32 = false;  // bfloat16 problem, hidden passed as float32 (same values)
 
   MatrixView hidden() const {
-    if (dtype == DType::kBF16) return {hb.data(), DType::kBF16, N, D, hstride};
+    if (dtype == DType::kBF16 && !hidden_f32) return {hb.data(), DType::kBF16, N, D, hstride};
     return {h.data(), DType::kF32, N, D, hstride};
   }
   MatrixView weight() const {
@@ -327,9 +328,20 @@ TEST_P(LinearCe, Bfloat16Inputs) {
   const Algo algo = GetParam().algo;
   const Products products = GetParam().products;
   for (const Case& c : {cases()[0], cases()[7], cases()[13]}) {
-    const Problem p = make_problem(37, 24, 101, true, DType::kBF16, 2.0, 11, c.n_ignored);
-    const Got g = run(p, with_algo(algo, c.o, products));
-    check(p, c.o, g, true, "bf16 " + c.name);
+    Problem p = make_problem(37, 24, 101, true, DType::kBF16, 2.0, 11, c.n_ignored);
+    // Both bfloat16, and a float32 hidden with a bfloat16 weight; the default
+    // budget converts the weight in sub-tiles, 1 MiB converts it whole (a
+    // small chunk must convert it, not read it in place as float32).
+    for (bool hidden_f32 : {false, true}) {
+      p.hidden_f32 = hidden_f32;
+      for (std::size_t budget : {std::size_t{0}, std::size_t{1} << 20}) {
+        LinearCrossEntropyOptions lo = with_algo(algo, c.o, products);
+        lo.max_buffer_bytes = budget;
+        const Got g = run(p, lo);
+        check(p, c.o, g, true, "bf16 " + c.name + (hidden_f32 ? ", f32 hidden" : "") +
+                                   (budget ? ", 1 MiB budget" : ""));
+      }
+    }
   }
 }
 
