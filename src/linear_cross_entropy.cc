@@ -10,8 +10,12 @@
 //     row's (max, Σexp, Σc·u) over the tiles (the same SIMD kernels as the
 //     fused loss, src/cpu/), pass 2 recomputes every block, writes its
 //     gradient with the now-known lse, and does the backward products.
-// The matrix products are OpenBLAS sgemm calls made from the serial part of
-// the code; the per-row softmax work is our own OpenMP loop in between.
+// The matrix products: token-chunked runs them on the AVX-512 kernels of
+// src/cpu/chunk_gemm.cc where the CPU has AVX-512F (chunks of fewer than 16
+// rows all in one parallel region of ours, the loss of each chunk in two
+// halves of rows), else, and in the vocab-tiled design, as OpenBLAS sgemm
+// calls made from the serial part of the code, with the per-row softmax
+// work in our own OpenMP loops in between.
 #include "xent/linear_cross_entropy.h"
 #include "linear_cross_entropy_sharded.h"
 
@@ -498,11 +502,13 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
   if (pl.gb) std::fill(out.grad_bias, out.grad_bias + V, 0.0f);
 
   NeumaierSum ce_sum, z_sum;
-  // Rows [r0, r0 + c) of the chunk, whose logits (bias not yet added) are
-  // at Lr: the fused loss turns them into G = d loss / d logits in place.
-  // Threads: inner_nt. Writes only these rows' outputs (callers may run
-  // disjoint rows at once); the sums are for add_result.
-  auto chunk_loss = [&](std::int64_t r0, std::int64_t c, float* Lr, int inner_nt) {
+  // Rows [r0, r0 + c) of the token chunk of rows [k0, k0 + kc), whose
+  // logits (bias not yet added) are at Lr: the fused loss turns them into
+  // G = d loss / d logits in place. Threads: inner_nt. Writes only these
+  // rows' outputs (callers may run disjoint rows at once); the sums are for
+  // add_result.
+  auto chunk_loss = [&](std::int64_t r0, std::int64_t c, float* Lr, int inner_nt, std::int64_t k0,
+                        std::int64_t kc) {
     add_bias(pl.bias, 0, Lr, c, V, V, inner_nt);
     const MatrixView lv{Lr, DType::kF32, c, V, V};
     Targets tc = targets;
@@ -524,8 +530,8 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
         cross_entropy_loss(lv, tc, o2, zo);
       }
     } catch (const Error& e) {
-      throw Error(e.code(), std::string(kFn) + ": in the token chunk of rows [" + str(r0) + ", " +
-                                str(r0 + c) + ") (rows below count from " + str(r0) + "): " + e.what());
+      throw Error(e.code(), std::string(kFn) + ": in the token chunk of rows [" + str(k0) + ", " +
+                                str(k0 + kc) + ") (rows below count from " + str(r0) + "): " + e.what());
     }
     if (out.row_loss && zc != z) {
       // The kernel's row loss carries z'·lse²; report the true z·lse².
@@ -547,11 +553,53 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     // Small chunks (the memory bound of small shapes: 8 rows at
     // 512×256×1000), float32 read in place: one parallel region for all of
     // them, so that a chunk costs three barriers rather than five
-    // fork/joins.
+    // fork/joins. The per-row loss work runs on at most 2 threads (a chunk's
+    // two halves; 4 rows each at that shape).
     const auto* H = static_cast<const float*>(pl.h.data);
     const auto* W = static_cast<const float*>(pl.w.data);
     std::exception_ptr err[2];
     CrossEntropyResult part[2];
+    if (!pl.grad) {
+      // Evaluation: each chunk in the same two halves of rows as below, but
+      // each half is a stream of its own, run on its own thread (thread 0
+      // both on one thread) with its logits over all classes in its own
+      // rows of L: no barrier, and no thread reads a line another wrote.
+      // The sums are kept per stream and added at the end: the same bits
+      // for any thread count, but not the same last bits as the training
+      // path's loss, which adds the halves chunk by chunk. Each thread reads
+      // all of W per chunk (from L2/L3) where the split by classes read half.
+      NeumaierSum ce_half[2], z_half[2];
+      std::int64_t correct_half[2] = {0, 0}, err_row[2] = {N, N};
+#pragma omp parallel num_threads(nt)
+      {
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        for (int h = 0; h < 2; ++h) {
+          if (h % T != t) continue;
+          for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
+            const std::int64_t c = std::min(nb, N - r0), half = (c + 1) / 2;
+            if (h == 1 && half == c) continue;
+            const std::int64_t a = h == 0 ? 0 : half, n = h == 0 ? half : c - half;
+            cpu::small_chunk_logits(n, V, D, H + (r0 + a) * pl.hs, pl.hs, W, pl.wst, L + a * V, V, 0, 1);
+            try {
+              const CrossEntropyResult cr = chunk_loss(r0 + a, n, L + a * V, 1, r0, c);
+              ce_half[h].add(cr.loss - cr.z_loss);
+              z_half[h].add(cr.z_loss);
+              correct_half[h] += cr.correct;
+            } catch (...) {
+              err[h] = std::current_exception();
+              err_row[h] = r0 + a;
+              break;
+            }
+          }
+        }
+      }
+      if (err[0] || err[1]) std::rethrow_exception(err[err_row[1] < err_row[0] ? 1 : 0]);
+      for (int h = 0; h < 2; ++h) {
+        ce_sum.add(ce_half[h].value());
+        z_sum.add(z_half[h].value());
+        res.correct += correct_half[h];
+      }
+    } else {
 #pragma omp parallel num_threads(nt)
     {
       const int t = omp_get_thread_num(), T = omp_get_num_threads();
@@ -571,7 +619,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
           if (h % T != t || (h == 1 && half == c)) continue;
           const std::int64_t a = h == 0 ? 0 : half, n = h == 0 ? half : c - half;
           try {
-            part[h] = chunk_loss(r0 + a, n, L + a * V, 1);
+            part[h] = chunk_loss(r0 + a, n, L + a * V, 1, r0, c);
           } catch (...) {
             err[h] = std::current_exception();
           }
@@ -595,6 +643,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     }
     for (const auto& e : err)
       if (e) std::rethrow_exception(e);
+    }
   } else {
     for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
       const std::int64_t c = std::min(nb, N - r0);
@@ -608,7 +657,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
         else
           blas::sgemm(false, true, c, nv, D, 1.0f, Hc, ldh, Wt, ldw, 0.0f, L + v0, V);
       }
-      add_result(chunk_loss(r0, c, L, nt));
+      add_result(chunk_loss(r0, c, L, nt, r0, c));
       if (!pl.grad) continue;
       if (pl.gb) add_colsums(L, c, V, V, out.grad_bias, nt);
       // L now holds G = d loss / d logits for the chunk.

@@ -435,8 +435,8 @@ INSTANTIATE_TEST_SUITE_P(Algorithms, LinearCe,
 // products then run per sub-tile and accumulate).
 //
 // Also chunks of 7 rows (below 16: dot-product logits; in float32 all the
-// chunks run in one parallel region, the loss on the calling thread), with
-// a last chunk of 3.
+// chunks run in one parallel region, each chunk's loss in two halves of
+// rows), with a last chunk of 3.
 TEST(LinearCeChunked, OwnProductKernelsOddShapesAndThreads) {
   if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F: the chunked products use OpenBLAS";
   const int saved = omp_get_max_threads();

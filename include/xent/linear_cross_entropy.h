@@ -32,7 +32,10 @@
 //
 // Threads: OpenBLAS runs its own OpenMP threads (called outside our parallel
 // regions, so its threads and ours take turns); our product kernels and the
-// per-row softmax work run on options.loss.num_threads threads.
+// per-row softmax work run on options.loss.num_threads threads, except that
+// token chunks of fewer than 16 rows split their softmax work in two halves
+// of rows (at most 2 threads: such a chunk's 2·16·V elements are
+// microseconds of work).
 #pragma once
 
 #include <cstddef>

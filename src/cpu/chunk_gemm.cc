@@ -22,6 +22,12 @@
 //                (64 columns of d), over the chunk's rows; the gW block is
 //                loaded, updated and stored once per chunk.
 //
+// Chunks of fewer than 16 rows (kSmallChunkRows) would fill the logits
+// block's vectors partly, and their transposed H does not fit the memory
+// budgets that make such chunks: their logits are dot products along d
+// (4 rows × 4 classes of 16-lane sums, reduced 16 at a time), grad_hidden
+// takes 4-row blocks, grad_weight reads G in place.
+//
 // Only the last block of d is masked (its loads and stores). The functions
 // are compiled for AVX-512F alone (target attribute) and called only where
 // chunk_gemm_supported().
@@ -209,6 +215,11 @@ constexpr int kReduceOrder[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 
 
 // The 16 inputs come as values, not an array: from an array GCC stored
 // every accumulator to the stack and shuffled the reloads.
+// (GCC 12 warns that the shuffle intrinsics' _mm512_undefined_ps operand is
+// used uninitialized; it is not read.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 XENT_AVX512 inline __m512 halves(__m512 a, __m512 b) {  // [a.lo + a.hi | b.lo + b.hi] (256-bit halves)
   return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
 }
@@ -330,6 +341,8 @@ void logits_dot_share(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float*
     }
   }
 }
+
+#pragma GCC diagnostic pop
 
 // ------------------------------------------------------------- grad_hidden
 

@@ -14,10 +14,12 @@
 // vectors fed by one operand's vectors and the other's broadcast scalars.
 //
 // Every output element is one sequence of FMAs in a fixed order (over d, v
-// or the chunk's rows) that does not depend on the thread count: the same
-// bits for any number of threads. Matrices are row-major with the given row
-// strides (in floats). Call from outside any OpenMP parallel region; `nt`
-// threads are used.
+// or the chunk's rows; for the logits of chunks under 16 rows, 16 lane
+// sequences along d and one fixed addition tree) that does not depend on
+// the thread count: the same bits for any number of threads. Matrices are
+// row-major with the given row strides (in floats). Call the chunk_*
+// functions from outside any OpenMP parallel region (`nt` threads are
+// used), the small_chunk_* ones from inside one.
 #pragma once
 
 #include <cstddef>
