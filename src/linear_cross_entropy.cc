@@ -30,6 +30,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "blas.h"
@@ -557,6 +558,14 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     // two halves; 4 rows each at that shape).
     const auto* H = static_cast<const float*>(pl.h.data);
     const auto* W = static_cast<const float*>(pl.w.data);
+    // Half h of a chunk of c rows: its first row and row count (the second
+    // half of a one-row chunk is empty). Always the same two halves, whatever
+    // the thread count, so the same sums.
+    auto half_of = [](std::int64_t c, int h) -> std::pair<std::int64_t, std::int64_t> {
+      const std::int64_t half = (c + 1) / 2;
+      if (h == 0) return {0, half};
+      return {half, c - half};
+    };
     std::exception_ptr err[2];
     CrossEntropyResult part[2];
     if (!pl.grad) {
@@ -576,9 +585,9 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
         for (int h = 0; h < 2; ++h) {
           if (h % T != t) continue;
           for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
-            const std::int64_t c = std::min(nb, N - r0), half = (c + 1) / 2;
-            if (h == 1 && half == c) continue;
-            const std::int64_t a = h == 0 ? 0 : half, n = h == 0 ? half : c - half;
+            const std::int64_t c = std::min(nb, N - r0);
+            const auto [a, n] = half_of(c, h);
+            if (n == 0) continue;
             cpu::small_chunk_logits(n, V, D, H + (r0 + a) * pl.hs, pl.hs, W, pl.wst, L + a * V, V, 0, 1);
             try {
               const CrossEntropyResult cr = chunk_loss(r0 + a, n, L + a * V, 1, r0, c);
@@ -601,48 +610,45 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
       }
     } else {
 #pragma omp parallel num_threads(nt)
-    {
-      const int t = omp_get_thread_num(), T = omp_get_num_threads();
-      for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
-        const std::int64_t c = std::min(nb, N - r0);
-        const float* Hc = H + r0 * pl.hs;
-        cpu::small_chunk_logits(c, V, D, Hc, pl.hs, W, pl.wst, L, V, t, T);
+      {
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
+          const std::int64_t c = std::min(nb, N - r0);
+          const float* Hc = H + r0 * pl.hs;
+          cpu::small_chunk_logits(c, V, D, Hc, pl.hs, W, pl.wst, L, V, t, T);
 #pragma omp barrier
-        // The loss in two halves of rows, always the same two whatever the
-        // thread count (so the same sums): threads 0 and 1 one each, or
-        // thread 0 both. Split, each half reads the other thread's columns
-        // of half the rows; on one thread it read all of them, and the next
-        // chunk's logits on the other thread then waited for their cache
-        // lines (its logits took 1.4× as long).
-        const std::int64_t half = (c + 1) / 2;
-        for (int h = 0; h < 2; ++h) {
-          if (h % T != t || (h == 1 && half == c)) continue;
-          const std::int64_t a = h == 0 ? 0 : half, n = h == 0 ? half : c - half;
-          try {
-            part[h] = chunk_loss(r0 + a, n, L + a * V, 1, r0, c);
-          } catch (...) {
-            err[h] = std::current_exception();
+          // The loss in the two halves, threads 0 and 1 one each (thread 0
+          // both on one thread). Split, each half reads the other thread's
+          // columns of half the rows; on one thread it read all of them, and
+          // the next chunk's logits on the other thread then waited for their
+          // cache lines (its logits took 1.4× as long).
+          for (int h = 0; h < 2; ++h) {
+            const auto [a, n] = half_of(c, h);
+            if (h % T != t || n == 0) continue;
+            try {
+              part[h] = chunk_loss(r0 + a, n, L + a * V, 1, r0, c);
+            } catch (...) {
+              err[h] = std::current_exception();
+            }
           }
-        }
 #pragma omp barrier
-        // (G is complete, and err is seen by all.)
-        if (err[0] || err[1]) break;
+          // (G is complete, and err is seen by all.)
+          if (err[0] || err[1]) break;
+          // The master reads part[] before the next chunk's first barrier,
+          // and grad_bias reads G while both products read it.
 #pragma omp master
-        {
-          add_result(part[0]);
-          if (half < c) add_result(part[1]);
-          if (pl.grad && pl.gb) add_colsums(L, c, V, V, out.grad_bias, 1);
-        }
-        // (The master reads part[] before the next chunk's first barrier, and
-        // grad_bias reads G while both products read it.)
-        if (!pl.grad) continue;
-        if (gH) cpu::small_chunk_grad_hidden(c, V, D, L, V, W, pl.wst, gH + r0 * ldgh, ldgh, false, t, T);
-        if (gW) cpu::small_chunk_grad_weight(c, V, D, L, V, Hc, pl.hs, gW, ldgw, t, T);
+          {
+            add_result(part[0]);
+            if (c > 1) add_result(part[1]);
+            if (pl.gb) add_colsums(L, c, V, V, out.grad_bias, 1);
+          }
+          if (gH) cpu::small_chunk_grad_hidden(c, V, D, L, V, W, pl.wst, gH + r0 * ldgh, ldgh, false, t, T);
+          if (gW) cpu::small_chunk_grad_weight(c, V, D, L, V, Hc, pl.hs, gW, ldgw, t, T);
 #pragma omp barrier
+        }
       }
-    }
-    for (const auto& e : err)
-      if (e) std::rethrow_exception(e);
+      for (const auto& e : err)
+        if (e) std::rethrow_exception(e);
     }
   } else {
     for (std::int64_t r0 = 0; r0 < N; r0 += nb) {
@@ -964,9 +970,9 @@ LinearCrossEntropyResult linear_cross_entropy(const MatrixView& hidden, const Ma
     // its three products at or above the full-size BLAS rate once a chunk
     // has 16 rows: 1.01–1.07× the three-product floor with gradients,
     // 0.92–0.99× of H·Wᵀ without; in chunks of 4–15 rows it still beats
-    // the tiled design (512×256×1000 in 8-row chunks: 1.31–1.35× the floor
-    // with gradients, 1.31–1.35× of H·Wᵀ without, against 1.79–1.80× and
-    // 1.67–1.72× tiled). On OpenBLAS, which repacks W for every
+    // the tiled design (512×256×1000 in 8-row chunks, same runs: 1.07–1.19×
+    // the floor with gradients, 0.93–1.13× of H·Wᵀ without, against
+    // 1.64–2.01× and 1.51–1.76× tiled). On OpenBLAS, which repacks W for every
     // chunk, it wins only from 128 rows (1.06–1.12× the floor at 256 and
     // 128 rows against 1.32–1.37× for tiled; 1.47× at 64 rows), and the
     // tiled design (one product in square blocks) is the forward-only

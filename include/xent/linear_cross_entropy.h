@@ -34,7 +34,7 @@
 // regions, so its threads and ours take turns); our product kernels and the
 // per-row softmax work run on options.loss.num_threads threads, except that
 // token chunks of fewer than 16 rows split their softmax work in two halves
-// of rows (at most 2 threads: such a chunk's 2·16·V elements are
+// of rows (at most 2 threads: such a chunk's fewer than 16·V elements are
 // microseconds of work).
 #pragma once
 

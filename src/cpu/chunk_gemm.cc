@@ -309,11 +309,9 @@ XENT_AVX512 void dot_block(const float* __restrict H, i64 ldh, const float* __re
 
 // Classes [v0, v1) of R ≤ 4 rows: blocks of R rows × C classes, 4 × 4 for a
 // full group (R + C loads per R·C FMAs: 4 × 4 ran at 100 GFLOP/s on one
-// core, 8 × 2 at 70, with W in cache; the compiler feeds the FMAs one
-// operand from memory).
+// core, 8 × 2 at 70, with W in cache).
 template <int R>
-void dot_rows(const float* H, i64 ldh, i64 /*V*/, i64 D, const float* W, i64 ldw, float* Z, i64 ldz, i64 v0,
-              i64 v1) {
+void dot_rows(const float* H, i64 ldh, i64 D, const float* W, i64 ldw, float* Z, i64 ldz, i64 v0, i64 v1) {
   constexpr int C = R == 1 ? 8 : R == 2 ? 6 : 4;
   for (i64 v = v0; v < v1; v += C)
     dot_block<R, C>(H, ldh, W + v * ldw, ldw, D, Z + v, ldz, std::min<i64>(C, v1 - v));
@@ -333,10 +331,10 @@ void logits_dot_share(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float*
       const float* h = H + n0 * ldh;
       float* z = Z + n0 * ldz;
       switch (std::min<i64>(4, c - n0)) {
-        case 1: dot_rows<1>(h, ldh, V, D, W, ldw, z, ldz, v0, v1); break;
-        case 2: dot_rows<2>(h, ldh, V, D, W, ldw, z, ldz, v0, v1); break;
-        case 3: dot_rows<3>(h, ldh, V, D, W, ldw, z, ldz, v0, v1); break;
-        default: dot_rows<4>(h, ldh, V, D, W, ldw, z, ldz, v0, v1); break;
+        case 1: dot_rows<1>(h, ldh, D, W, ldw, z, ldz, v0, v1); break;
+        case 2: dot_rows<2>(h, ldh, D, W, ldw, z, ldz, v0, v1); break;
+        case 3: dot_rows<3>(h, ldh, D, W, ldw, z, ldz, v0, v1); break;
+        default: dot_rows<4>(h, ldh, D, W, ldw, z, ldz, v0, v1); break;
       }
     }
   }
@@ -558,10 +556,10 @@ void weight_block_rows(i64 rows, const float* g, i64 ldg, const float* h, i64 ld
 
 // Thread t of T: its share of the 6-class groups. The broadcasts of a step
 // are 6 consecutive floats of a G row: packed side by side into gt (c·6
-// floats) for chunks of kSmallChunkRows rows and more (192 against 186
-// GFLOP/s read in place, 64-row chunk at D = 4096); read where they lie in
-// small chunks (gt unused), whose packing would cost as much as their few
-// steps.
+// floats) where given (chunk_grad_weight gives it from kSmallChunkRows rows
+// on: 192 against 186 GFLOP/s read in place, 64-row chunk at D = 4096), else
+// read where they lie (small chunks, whose packing would cost as much as
+// their few steps). A small chunk also fetches the next gW block at once.
 void grad_weight_share(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh, float* gW,
                        i64 ldgw, float* gt, i64 t, i64 T) {
   constexpr i64 kCols = 16 * kWeightVecs;
@@ -575,7 +573,7 @@ void grad_weight_share(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float
     const i64 v0 = g * kWeightClasses, rows = std::min(kWeightClasses, V - v0);
     const float* gb = G + v0;
     i64 ldb = ldg;
-    if (!small) {
+    if (gt) {
       for (i64 n = 0; n < c; ++n)
         for (i64 i = 0; i < rows; ++i) gt[n * kWeightClasses + i] = G[n * ldg + v0 + i];
       gb = gt;
@@ -622,11 +620,7 @@ void chunk_grad_hidden(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float
     grad_hidden_t_impl(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, scratch, nt);
     return;
   }
-  if (V <= 0) {
-    if (!accumulate)
-      for (i64 n = 0; n < c; ++n) std::memset(gH + n * ldgh, 0, sizeof(float) * D);
-    return;
-  }
+  // (V = 0: the row-block form zeroes gH, or leaves it, and stops.)
 #pragma omp parallel num_threads(nt)
   grad_hidden_share(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, omp_get_thread_num(), omp_get_num_threads());
 }
@@ -644,30 +638,19 @@ void chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float
 void small_chunk_logits(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw, float* Z,
                         i64 ldz, int t, int T) {
   if (c <= 0 || V <= 0) return;
-  if (D == 0) {
-    const i64 n0 = c * t / T, n1 = c * (t + 1) / T;
-    for (i64 n = n0; n < n1; ++n) std::fill(Z + n * ldz, Z + n * ldz + V, 0.0f);
-    return;
-  }
-  logits_dot_share(c, V, D, H, ldh, W, ldw, Z, ldz, t, T);
+  logits_dot_share(c, V, D, H, ldh, W, ldw, Z, ldz, t, T);  // (D = 0: empty sums, zeros)
 }
 
 void small_chunk_grad_hidden(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* W, i64 ldw, float* gH,
                              i64 ldgh, bool accumulate, int t, int T) {
   if (c <= 0 || D <= 0) return;
-  if (V <= 0) {
-    const i64 n0 = c * t / T, n1 = c * (t + 1) / T;
-    if (!accumulate)
-      for (i64 n = n0; n < n1; ++n) std::memset(gH + n * ldgh, 0, sizeof(float) * D);
-    return;
-  }
   grad_hidden_share(c, V, D, G, ldg, W, ldw, gH, ldgh, accumulate, t, T);
 }
 
 void small_chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const float* H, i64 ldh, float* gW,
                              i64 ldgw, int t, int T) {
   if (c <= 0 || V <= 0 || D <= 0) return;
-  grad_weight_share(std::min(c, kSmallChunkRows - 1), V, D, G, ldg, H, ldh, gW, ldgw, nullptr, t, T);
+  grad_weight_share(c, V, D, G, ldg, H, ldh, gW, ldgw, nullptr, t, T);
 }
 
 #else  // no x86-64 AVX-512 build: the callers use the BLAS
