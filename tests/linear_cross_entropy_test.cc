@@ -732,6 +732,24 @@ TEST(LinearCeErrors, BadInputIsNamed) {
       linear_cross_entropy(q.hidden(), q.weight(), nullptr, Targets::Index(q.targets.data()), o);
     }, ErrorCode::kNonFinite, "row");
   }
+  // A small chunk's loss runs in two halves of rows: an error in the second
+  // half names the whole chunk, and where its row numbers start.
+  if (cpu::chunk_gemm_supported()) {
+    Problem q = make_problem(6, 4, 9, false, DType::kF32, 2.0, 31);
+    for (std::int64_t k = 0; k < 4; ++k) q.h[4 * q.hstride + k] = 3e38f;
+    for (auto& x : q.w) x = std::fabs(x) + 1.0f;
+    LinearCrossEntropyOptions o;
+    o.algorithm = Algo::kTokenChunked;
+    o.chunk_rows = 6;
+    for (bool grads : {false, true}) {
+      std::vector<float> gw(9 * 4);
+      LinearCrossEntropyOutputs out;
+      if (grads) out.grad_weight = {gw.data(), DType::kF32, 9, 4, 0};
+      expect_error([&] {
+        linear_cross_entropy(q.hidden(), q.weight(), nullptr, Targets::Index(q.targets.data()), o, out);
+      }, ErrorCode::kNonFinite, "in the token chunk of rows [0, 6) (rows below count from 3)");
+    }
+  }
   // Options.
   LinearCrossEntropyOptions bad = lo;
   bad.loss.label_smoothing = 1.5;
