@@ -18,11 +18,16 @@
 // For each algorithm it times forward-only (evaluation mode) and forward +
 // backward, and measures the peak extra memory: VmHWM − VmRSS around the call
 // after resetting the high-water mark (echo 5 > /proc/self/clear_refs), with
-// the inputs, the gradients and OpenBLAS's own buffers already resident. Then
-// the compute floor: the same BLAS doing H·Wᵀ, G·W and Gᵀ·H at full size
-// (this needs the N×V logits, so it runs last, after the fused measurements).
-// Timings are the minimum over --reps runs (default 1: the large shapes take
-// seconds per product on 2 cores). XENT_RSS_TRACE=1 prints every run's extra
+// the inputs, the gradients and OpenBLAS's own buffers already resident. The
+// compute floor is the same BLAS doing H·Wᵀ, G·W and Gᵀ·H at full size, into
+// buffers of its own (the N×V logits among them, resident before the first
+// fused call, so not counted in its extra memory), run right after every
+// timed fused call: H·Wᵀ after a forward, all three after a forward +
+// backward. Timings are the minimum over --reps runs (default 1: the large
+// shapes take seconds per product on 2 cores), the floor's over all of its
+// runs; run side by side like this, a slow or fast phase of the host (they
+// last seconds here and move a 2 ms product by up to 30%) reaches both
+// sides of a ratio. XENT_RSS_TRACE=1 prints every run's extra
 // memory (warm-up r = -1 included) to stderr: the peak is the maximum over
 // the runs, and a run whose input pages the host reclaimed meanwhile (this
 // VM runs DAMON reclaim, kdamond) counts their faulting back in.
@@ -74,6 +79,36 @@ struct Inputs {
   std::vector<std::int64_t> t;
 };
 
+// The compute floor's products and their best times (see the top comment).
+struct Floor {
+  bool on = false;
+  std::vector<float> L, gh, gw;  // logits N×V, G·W (N×D), Gᵀ·H (V×D)
+  double hwt = 1e30, gh_s = 1e30, gw_s = 1e30, hwt_cpu = 1e30, total_cpu = 1e30;
+};
+
+double cpu_s();
+
+// One run of H·Wᵀ (and, with grads, G·W and Gᵀ·H, G being the logits buffer:
+// the values do not matter for the time).
+void run_floor(const Inputs& in, Floor& f, bool grads) {
+  const double c0 = cpu_s();
+  double t0 = now_s();
+  xent::blas::sgemm(false, true, in.N, in.V, in.D, 1.0f, in.h.data(), in.D, in.w.data(), in.D, 0.0f,
+                    f.L.data(), in.V);
+  f.hwt = std::min(f.hwt, now_s() - t0);
+  f.hwt_cpu = std::min(f.hwt_cpu, cpu_s() - c0);
+  if (!grads) return;
+  t0 = now_s();
+  xent::blas::sgemm(false, false, in.N, in.D, in.V, 1.0f, f.L.data(), in.V, in.w.data(), in.D, 0.0f,
+                    f.gh.data(), in.D);
+  f.gh_s = std::min(f.gh_s, now_s() - t0);
+  t0 = now_s();
+  xent::blas::sgemm(true, false, in.V, in.D, in.N, 1.0f, f.L.data(), in.V, in.h.data(), in.D, 0.0f,
+                    f.gw.data(), in.D);
+  f.gw_s = std::min(f.gw_s, now_s() - t0);
+  f.total_cpu = std::min(f.total_cpu, cpu_s() - c0);
+}
+
 struct Measure {
   double seconds = 1e300, cpu = 1e300;
   double extra_mib = 0;
@@ -92,7 +127,7 @@ double cpu_s() {  // user + system time of all our threads
 }
 
 Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool grads, int reps,
-            xent::LinearCrossEntropyProducts products) {
+            xent::LinearCrossEntropyProducts products, Floor& fl) {
   Measure m;
   // r = -1: a warm-up on the first ≤ 256 rows (same V, D, so OpenBLAS touches
   // the same packing buffers): one-time process costs stay out of the
@@ -115,6 +150,7 @@ Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool gr
     malloc_trim(0);  // freed pages of earlier runs must not hide this run's
     const bool hwm = reset_hwm();
     const long before = status_kib("VmRSS:");
+    const long anon0 = status_kib("RssAnon:"), file0 = status_kib("RssFile:");
     const double t0 = now_s(), c0 = cpu_s();
     const auto res = xent::linear_cross_entropy({in.h.data(), xent::DType::kF32, rows, in.D, 0},
                                        {in.w.data(), xent::DType::kF32, in.V, in.D, 0},
@@ -122,8 +158,12 @@ Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool gr
                                        xent::Targets::Index(in.t.data()), lo, out);
     const double dt = now_s() - t0, dc = cpu_s() - c0;
     const long peak = hwm ? status_kib("VmHWM:") : -1;
-    if (std::getenv("XENT_RSS_TRACE")) std::fprintf(stderr, "rss %s r=%d extra=%ld KiB\n", grads ? "fb" : "fwd", r, peak - before);
+    if (std::getenv("XENT_RSS_TRACE"))
+      std::fprintf(stderr, "rss %s r=%d extra=%ld KiB (resident after - before: anon %+ld file %+ld KiB)\n",
+                   grads ? "fb" : "fwd", r, peak - before, status_kib("RssAnon:") - anon0,
+                   status_kib("RssFile:") - file0);
     if (r < 0) continue;
+    if (fl.on) run_floor(in, fl, grads);
     m.res = res;
     m.seconds = std::min(m.seconds, dt);
     m.cpu = std::min(m.cpu, dc);
@@ -205,6 +245,13 @@ int main(int argc, char** argv) {
   js << "{\"budget_rows\":" << budget_rows << ",\"chunk_rows_opt\":" << g_chunk_rows << ",\"N\":" << in.N << ",\"D\":" << in.D << ",\"V\":" << in.V
      << ",\"zipf\":" << (zipf ? "true" : "false") << ",\"threads\":" << omp_get_max_threads() << ",\"logits_mib\":"
      << 2.0 * in.N * in.V * 4 / (1 << 20);
+  Floor fl;
+  if (floor) {  // allocated and touched before any fused call
+    fl.on = true;
+    fl.L.assign(static_cast<std::size_t>(in.N * in.V), 0.0f);
+    fl.gh.assign(in.h.size(), 0.0f);
+    fl.gw.assign(in.w.size(), 0.0f);
+  }
   std::stringstream ss(algos);
   // Unfiltered gradients kept only when a filtered run follows (memory!).
   const bool keep_ref = algos.find("filter") != std::string::npos;
@@ -220,8 +267,8 @@ int main(int argc, char** argv) {
       algo = LinearCrossEntropyAlgorithm::kVocabTiled;
       filter = 1.0 / 4096;
     }
-    const Measure fwd = run(in, algo, filter, false, reps, products);
-    const Measure fb = run(in, algo, filter, true, reps, products);
+    const Measure fwd = run(in, algo, filter, false, reps, products, fl);
+    const Measure fb = run(in, algo, filter, true, reps, products, fl);
     // What filtering changes: its gradients against the last unfiltered ones,
     // max |difference| / max |unfiltered entry|.
     double dh = -1, dw = -1;
@@ -253,21 +300,8 @@ int main(int argc, char** argv) {
                  fwd.seconds, fb.seconds, fb.extra_mib);
   }
   if (floor) {
-    // The compute floor: the three products at full size, same BLAS, same run.
-    std::vector<float> L(static_cast<std::size_t>(in.N * in.V));
-    const double c0 = cpu_s();
-    double t0 = now_s();
-    xent::blas::sgemm(false, true, in.N, in.V, in.D, 1.0f, in.h.data(), in.D, in.w.data(), in.D,
-                      0.0f, L.data(), in.V);
-    const double t_fwd = now_s() - t0, c_fwd = cpu_s() - c0;
-    t0 = now_s();
-    xent::blas::sgemm(false, false, in.N, in.D, in.V, 1.0f, L.data(), in.V, in.w.data(), in.D,
-                      0.0f, in.gh.data(), in.D);
-    const double t_gh = now_s() - t0;
-    t0 = now_s();
-    xent::blas::sgemm(true, false, in.V, in.D, in.N, 1.0f, L.data(), in.V, in.h.data(), in.D, 0.0f,
-                      in.gw.data(), in.D);
-    const double t_gw = now_s() - t0, c_all = cpu_s() - c0;
+    if (fl.gh_s > 1e29) run_floor(in, fl, true);  // no fused algorithm ran
+    const double t_fwd = fl.hwt, t_gh = fl.gh_s, t_gw = fl.gw_s, c_fwd = fl.hwt_cpu, c_all = fl.total_cpu;
     const double gflop = 2.0 * in.N * in.D * in.V / 1e9;
     js << ",\"floor\":{\"hwt_cpu\":" << c_fwd << ",\"total_cpu\":" << c_all << ",\"hwt_s\":" << t_fwd << ",\"gw_s\":" << t_gh << ",\"gth_s\":" << t_gw
        << ",\"total_s\":" << t_fwd + t_gh + t_gw << ",\"gflops_hwt\":" << gflop / t_fwd << "}";
