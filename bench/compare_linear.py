@@ -97,6 +97,11 @@ def fmt_s(x):
     return f"{x:.2f}" if x >= 0.1 else f"{x * 1000:.1f} ms"
 
 
+def fmt_mem(mib):
+    """KiB below 1 MiB (the small shape's bound is 40 KiB), else MiB."""
+    return f"{mib * 1024:.0f} KiB" if mib < 1 else f"{mib:.2f} MiB"
+
+
 def table(rows, algos):
     """Ratios: wall time and, in brackets, CPU seconds (all threads; under
     --wait-policy passive CPU time counts work, not waiting; under the default
@@ -104,7 +109,7 @@ def table(rows, algos):
     lines = []
     head = ("| shape N×D×V | 2·N·V floats | floor: 3 products, wall (CPU) | H·Wᵀ wall (CPU) |"
             + "".join(f" {a}: fwd+bwd wall, × floor (CPU ×) | {a}: fwd, × H·Wᵀ (CPU ×) |"
-                      f" {a}: extra memory (× less) |" for a in algos)
+                      f" {a}: extra memory, fwd+bwd (× less); fwd |" for a in algos)
             + " PyTorch fwd+bwd wall (CPU) | PyTorch extra memory |")
     lines.append(head)
     lines.append("|" + "---|" * (head.count("|") - 1))
@@ -131,7 +136,8 @@ def table(rows, algos):
                              f"({x['fwd_cpu'] / fl['hwt_cpu']:.2f}×)")
             else:
                 cells += [fmt_s(x["fwdbwd_s"]), fmt_s(x["fwd_s"])]
-            cells.append(f"{x['extra_mib']:.2f} MiB ({full_mib / max(x['extra_mib'], 1e-9):.0f}×)")
+            cells.append(f"{fmt_mem(x['extra_mib'])} ({full_mib / max(x['extra_mib'], 1e-9):.0f}×); "
+                         f"{fmt_mem(x.get('fwd_extra_mib', 0))}")
         if "skipped" in t:
             cells += ["not run: " + t["skipped"], "–"]
         else:
