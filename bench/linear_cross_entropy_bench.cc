@@ -17,18 +17,23 @@
 //
 // For each algorithm it times forward-only (evaluation mode) and forward +
 // backward, and measures the peak extra memory, with the inputs, the
-// gradients and OpenBLAS's own buffers already resident, in two ways:
-//   * extra_mib: the pages the call made resident, counted as the page faults
-//     it took (getrusage, all threads) × the page size. Resident memory only
-//     grows by faults, so this bounds the call's peak RSS growth from above,
-//     exactly, to the page. This is the figure the tables report.
-//   * extra_hwm_mib: VmHWM − VmRSS around the call after resetting the
-//     high-water mark (echo 5 > /proc/self/clear_refs). Linux 6.x keeps RSS
-//     in per-CPU counters read without their unflushed batches (up to ~32
-//     pages per CPU), so this reads up to ~128 KiB per CPU off: fine for the
-//     large shapes' megabytes, noise at 512×256×1000, whose whole bound is
-//     40 KiB (a freshly touched and freed 64 KiB heap block read as +0 here). The
-// compute floor is the same BLAS doing H·Wᵀ, G·W and Gᵀ·H at full size, into
+// gradients and OpenBLAS's own buffers already resident:
+//   * extra_mib: the resident memory the call left behind, Rss of
+//     /proc/self/smaps_rollup after it minus before it. smaps walks the page
+//     tables, so this is exact to the page, and it is the call's peak heap:
+//     the benchmark has glibc serve every block from the heap (no mmap) and
+//     never trim it by itself, and trims it (malloc_trim) before each call,
+//     so whatever the call allocates and frees stays resident until then.
+//     (Until 2026-11-26 this was VmHWM − VmRSS after resetting the high-water
+//     mark; Linux 6.x reads those from per-CPU counters without their
+//     unflushed batches, up to ~32 pages per CPU: a freshly touched and freed
+//     64 KiB heap block read +0. Fine for megabytes, noise against
+//     512×256×1000's whole bound of 40 KiB. It is still printed by
+//     XENT_RSS_TRACE, as hwm.)
+//   * extra_faults_mib: the page faults the call took, on all threads
+//     (getrusage), times the page size: an upper bound (two threads touching
+//     a new page at once both fault).
+// The compute floor is the same BLAS doing H·Wᵀ, G·W and Gᵀ·H at full size, into
 // buffers of its own (the N×V logits among them, resident before the first
 // fused call, so not counted in its extra memory), run right after every
 // timed fused call: H·Wᵀ after a forward, all three after a forward +
@@ -47,6 +52,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -73,6 +79,15 @@ long status_kib(const char* key) {
   const std::size_t kl = std::strlen(key);
   while (std::getline(f, line))
     if (line.compare(0, kl, key) == 0) return std::atol(line.c_str() + kl + 1);
+  return -1;
+}
+
+// Resident memory, exact (smaps walks the page tables), KiB.
+long smaps_rss_kib() {
+  std::ifstream f("/proc/self/smaps_rollup");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.compare(0, 4, "Rss:") == 0) return std::atol(line.c_str() + 4);
   return -1;
 }
 
@@ -121,7 +136,7 @@ void run_floor(const Inputs& in, Floor& f, bool grads) {
 
 struct Measure {
   double seconds = 1e300, cpu = 1e300;
-  double extra_mib = 0, extra_hwm_mib = 0;
+  double extra_mib = 0, extra_faults_mib = 0;
   xent::LinearCrossEntropyResult res;
 };
 
@@ -166,7 +181,7 @@ Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool gr
     malloc_trim(0);  // freed pages of earlier runs must not hide this run's
     const bool hwm = reset_hwm();
     const long before = status_kib("VmRSS:");
-    const long anon0 = status_kib("RssAnon:"), file0 = status_kib("RssFile:");
+    const long rss0 = smaps_rss_kib();
     const long f0 = page_faults();
     const double t0 = now_s(), c0 = cpu_s();
     const auto res = xent::linear_cross_entropy({in.h.data(), xent::DType::kF32, rows, in.D, 0},
@@ -175,18 +190,18 @@ Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool gr
                                        xent::Targets::Index(in.t.data()), lo, out);
     const double dt = now_s() - t0, dc = cpu_s() - c0;
     const long fault_kib = (page_faults() - f0) * (sysconf(_SC_PAGESIZE) / 1024);
+    const long left_kib = smaps_rss_kib() - rss0;
     const long peak = hwm ? status_kib("VmHWM:") : -1;
     if (std::getenv("XENT_RSS_TRACE"))
-      std::fprintf(stderr, "rss %s r=%d faulted=%ld KiB hwm=%ld KiB (resident after - before: anon %+ld file %+ld KiB)\n",
-                   grads ? "fb" : "fwd", r, fault_kib, peak - before, status_kib("RssAnon:") - anon0,
-                   status_kib("RssFile:") - file0);
+      std::fprintf(stderr, "rss %s r=%d left=%ld KiB hwm=%ld KiB faulted=%ld KiB\n", grads ? "fb" : "fwd", r,
+                   left_kib, peak - before, fault_kib);
     if (r < 0) continue;
     if (fl.on) run_floor(in, fl, grads);
     m.res = res;
     m.seconds = std::min(m.seconds, dt);
     m.cpu = std::min(m.cpu, dc);
-    m.extra_mib = std::max(m.extra_mib, fault_kib / 1024.0);
-    m.extra_hwm_mib = std::max(m.extra_hwm_mib, hwm ? (peak - before) / 1024.0 : -1.0);
+    m.extra_mib = std::max(m.extra_mib, left_kib / 1024.0);
+    m.extra_faults_mib = std::max(m.extra_faults_mib, fault_kib / 1024.0);
   }
   return m;
 }
@@ -199,10 +214,10 @@ int main(int argc, char** argv) {
                  argv[0]);
     return 2;
   }
-  // Large blocks straight from mmap and back on free: glibc's dynamic
-  // threshold would otherwise recycle an earlier run's (resident) buffer and
-  // hide the next run's memory from the RSS measurement.
-  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  // Every block from the heap, which only our malloc_trim shrinks (see
+  // extra_mib at the top).
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
   Inputs in;
   in.N = std::atoll(argv[1]);
   in.D = std::atoll(argv[2]);
@@ -308,9 +323,9 @@ int main(int argc, char** argv) {
     }
     js << ",\"" << name << "\":{\"fwd_cpu\":" << fwd.cpu << ",\"fwdbwd_cpu\":" << fb.cpu
        << ",\"fwd_s\":" << fwd.seconds << ",\"fwd_extra_mib\":" << fwd.extra_mib
-       << ",\"fwd_extra_hwm_mib\":" << fwd.extra_hwm_mib
+       << ",\"fwd_extra_faults_mib\":" << fwd.extra_faults_mib
        << ",\"fwdbwd_s\":" << fb.seconds << ",\"extra_mib\":" << fb.extra_mib
-       << ",\"extra_hwm_mib\":" << fb.extra_hwm_mib
+       << ",\"extra_faults_mib\":" << fb.extra_faults_mib
        << ",\"loss\":" << fb.res.loss << ",\"chunk_rows\":" << fb.res.chunk_rows
        << ",\"tile_cols\":" << fb.res.tile_cols << ",\"own_products\":" << (fb.res.own_products ? "true" : "false")
        << ",\"buffer_mib\":"

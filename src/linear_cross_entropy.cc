@@ -18,6 +18,7 @@
 // work in our own OpenMP loops in between.
 #include "xent/linear_cross_entropy.h"
 #include "linear_cross_entropy_sharded.h"
+#include "loss_in_region.h"
 
 #include <omp.h>
 
@@ -505,11 +506,14 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
   NeumaierSum ce_sum, z_sum;
   // Rows [r0, r0 + c) of the token chunk of rows [k0, k0 + kc), whose
   // logits (bias not yet added) are at Lr: the fused loss turns them into
-  // G = d loss / d logits in place. Threads: inner_nt. Writes only these
-  // rows' outputs (callers may run disjoint rows at once); the sums are for
-  // add_result.
+  // G = d loss / d logits in place. Threads: inner_nt, or (inner_nt = 0)
+  // the calling thread inside our parallel region, through
+  // detail::cross_entropy_loss_in_region. Writes only these rows' outputs
+  // (callers may run disjoint rows at once); the sums are for add_result.
   auto chunk_loss = [&](std::int64_t r0, std::int64_t c, float* Lr, int inner_nt, std::int64_t k0,
                         std::int64_t kc) {
+    const bool in_region = inner_nt == 0;
+    if (in_region) inner_nt = 1;
     add_bias(pl.bias, 0, Lr, c, V, V, inner_nt);
     const MatrixView lv{Lr, DType::kF32, c, V, V};
     Targets tc = targets;
@@ -524,11 +528,14 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     CrossEntropyOptions o1 = co, o2 = cz;
     o1.num_threads = o2.num_threads = par(inner_nt, c * V);
     try {
-      cr = cross_entropy_loss(lv, tc, o1, co_out);
+      cr = in_region ? detail::cross_entropy_loss_in_region(lv, tc, o1, co_out) : cross_entropy_loss(lv, tc, o1, co_out);
       if (split_z) {
         CrossEntropyOutputs zo;
         zo.grad = MutableMatrixView{Lr, DType::kF32, c, V, V};
-        cross_entropy_loss(lv, tc, o2, zo);
+        if (in_region)
+          detail::cross_entropy_loss_in_region(lv, tc, o2, zo);
+        else
+          cross_entropy_loss(lv, tc, o2, zo);
       }
     } catch (const Error& e) {
       throw Error(e.code(), std::string(kFn) + ": in the token chunk of rows [" + str(k0) + ", " +
@@ -590,7 +597,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
             if (n == 0) continue;
             cpu::small_chunk_logits(n, V, D, H + (r0 + a) * pl.hs, pl.hs, W, pl.wst, L + a * V, V, 0, 1);
             try {
-              const CrossEntropyResult cr = chunk_loss(r0 + a, n, L + a * V, 1, r0, c);
+              const CrossEntropyResult cr = chunk_loss(r0 + a, n, L + a * V, 0, r0, c);
               ce_half[h].add(cr.loss - cr.z_loss);
               z_half[h].add(cr.z_loss);
               correct_half[h] += cr.correct;
@@ -626,7 +633,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
             const auto [a, n] = half_of(c, h);
             if (h % T != t || n == 0) continue;
             try {
-              part[h] = chunk_loss(r0 + a, n, L + a * V, 1, r0, c);
+              part[h] = chunk_loss(r0 + a, n, L + a * V, 0, r0, c);
             } catch (...) {
               err[h] = std::current_exception();
             }

@@ -19,10 +19,12 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu/convert.h"
 #include "cpu/kernels.h"
+#include "loss_in_region.h"
 #include "reduce_loss.h"
 #include "validate.h"
 
@@ -325,6 +327,10 @@ struct Plan {
   Shape sg;
   bool stream = false;
   std::size_t nchunks = 1;
+  // detail::cross_entropy_loss_in_region: one thread, run on the caller's
+  // thread without a parallel region of its own, and (float32 rows) no
+  // per-call row buffer: the gradient pass recomputes its exps.
+  bool in_region = false;
 };
 
 std::int64_t target_of(const Plan& pl, std::int64_t r) {
@@ -699,10 +705,55 @@ struct Engine {
   }
 };
 
+// n values: inline for up to 4, else on the heap. For run_batch's per-call
+// bookkeeping: a one-thread call on a few rows (linear_cross_entropy's small
+// chunks make 128 of them per 512-row call) then touches no heap at all.
+template <class T>
+class SmallArray {
+ public:
+  SmallArray(std::size_t n, const T& v) : n_(n) {
+    if (n > 4) heap_.reset(new T[n]);
+    for (std::size_t i = 0; i < n; ++i) data()[i] = v;
+  }
+  T* data() { return heap_ ? heap_.get() : inline_; }
+  T& operator[](std::size_t i) { return data()[i]; }
+  T* begin() { return data(); }
+  T* end() { return data() + n_; }
+  std::size_t size() const { return n_; }
+
+ private:
+  std::size_t n_;
+  T inline_[4];
+  std::unique_ptr<T[]> heap_;
+};
+
 struct RunResult {
   NeumaierSum ce, zl;
   std::int64_t correct = 0;
 };
+
+// Thread tid's share of [0, n) among nth, as schedule(static) cuts it.
+inline std::pair<std::int64_t, std::int64_t> static_share(std::int64_t n, int tid, int nth) {
+  const std::int64_t q = n / nth, rem = n % nth;
+  const std::int64_t lo = tid * q + std::min<std::int64_t>(tid, rem);
+  return {lo, lo + q + (tid < rem ? 1 : 0)};
+}
+
+// body(tid, nth) on a team of nthreads, or, for a call in a caller's
+// parallel region (Plan::in_region), directly on the calling thread: a
+// one-thread region still costs a team (0.55 µs nested in a caller's region,
+// plus futex calls; linear_cross_entropy's small chunks make 128 such calls
+// per thread at 512×256×1000). The bodies use no worksharing constructs,
+// which would bind to a caller's enclosing team.
+template <class Body>
+void run_team(const Plan& pl, int nthreads, Body& body) {
+  if (pl.in_region) {
+    body(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(nthreads)
+  body(omp_get_thread_num(), omp_get_num_threads());
+}
 
 // Runs the whole batch; throws the first (lowest-row) error.
 // See run_batch: the longest interleaved rows whose exps are recomputed.
@@ -730,9 +781,9 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
   const bool want_grad = pl.g.data != nullptr;
   const std::int64_t kRowBlock = row_block(N);
   const std::int64_t nblocks = (N + kRowBlock - 1) / kRowBlock;
-  std::vector<Partial> partial(static_cast<std::size_t>(nblocks));
-  std::vector<std::int64_t> err_row(static_cast<std::size_t>(std::max(nthreads, 1)), N);
-  std::vector<int> err_kind(static_cast<std::size_t>(std::max(nthreads, 1)), 0);
+  SmallArray<Partial> partial(static_cast<std::size_t>(nblocks), Partial{});
+  SmallArray<std::int64_t> err_row(static_cast<std::size_t>(std::max(nthreads, 1)), N);
+  SmallArray<int> err_kind(static_cast<std::size_t>(std::max(nthreads, 1)), 0);
   using RowState = typename Engine<T>::RowState;
 
   auto record = [&](std::int64_t r, const RowState& rs, Partial& part) {
@@ -756,7 +807,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
     if (pl.z.dtype != Engine<T>::kNative) s.z.resize(c);
     if (pl.soft && pl.p.dtype != Engine<T>::kNative) s.p.resize(c);
     if (want_grad && pl.g.dtype != Engine<T>::kNative) s.g.resize(c);
-    s.segs.resize(pl.nchunks);
+    if (want_grad) s.segs.resize(pl.nchunks);  // (evaluation: no allocation at all)
     if (pl.slow) {
       s.dz.resize(V);
       s.dd.resize(V);
@@ -806,11 +857,9 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
   }
   const bool chunked = !small && !pl.slow && pl.nchunks > 1 && N < 2 * nthreads;
   if (small) {
-#pragma omp parallel num_threads(nthreads)
-    {
-      const int tid = omp_get_thread_num();
-#pragma omp for schedule(static)
-      for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+    auto small_body = [&](int tid, int nth) {
+      const auto [b0, b1] = static_share(nblocks, tid, nth);
+      for (std::int64_t blk = b0; blk < b1; ++blk) {
         if (err_row[static_cast<std::size_t>(tid)] < N) continue;
         const std::int64_t r0 = blk * kRowBlock, r1 = std::min(N, r0 + kRowBlock);
         cpu::SmallRowsResult res;
@@ -826,7 +875,8 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
         part.zl.add(res.zl);
         part.correct += res.correct;
       }
-    }
+    };
+    run_team(pl, nthreads, small_body);
   } else if (!chunked) {
     // Rows over threads. Each row's statistics are computed chunk by chunk,
     // and with a gradient, chunk c of the previous row's gradient is written
@@ -834,9 +884,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
     // row's statistics: the logits stream in while the gradient streams out,
     // as in a copy, instead of a read phase and a write phase per row. Rows
     // are still finished (target fix-up, loss recorded) in row order.
-#pragma omp parallel num_threads(nthreads)
-    {
-      const int tid = omp_get_thread_num();
+    auto rows_body = [&](int tid, int nth) {
       // Short rows (< 4096 columns) alternate reads and writes finely enough
       // already (measured: interleaving was 3% slower at V = 1000, 6-8%
       // faster at V = 32000 and 128256). Soft targets interleave too (their
@@ -852,11 +900,16 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       // 36-39 ms instead of 41-51, 4096×50257 55 instead of 66-88; equal at
       // 8192 columns; at 128256 columns, whose rows no longer stay in L2,
       // 79-120 instead of 62-72, so longer rows keep the stored exps).
-      const bool recompute = pipe && pl.z.dtype == Engine<T>::kNative && pl.sz.cols <= kRecomputeMaxV;
+      // A call in a caller's region (linear_cross_entropy's small chunks)
+      // recomputes too, whatever the row length: a V-float row buffer per
+      // thread per call is 8 KiB of the 40 that 512×256×1000 may use, and
+      // the extra exps cost ~1% of its training step.
+      const bool recompute = pl.z.dtype == Engine<T>::kNative &&
+                             ((pipe && pl.sz.cols <= kRecomputeMaxV) || (want_grad && !pl.slow && pl.in_region));
       Scratch<T> s;
       make_scratch(s, !recompute);
       std::vector<T> e_other;  // the previous row's exps (swapped with s.e)
-      std::vector<std::vector<cpu::Segment>> segs_other(pl.nchunks);
+      std::vector<std::vector<cpu::Segment>> segs_other(pipe ? pl.nchunks : 0);
       if (pipe && !recompute) e_other.resize(s.e.size());
       // Two row states: the row being read and the pending one (its
       // gradient still to write), swapped by index, never copied.
@@ -880,8 +933,8 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
         record(pend_r, prs, partial[static_cast<std::size_t>(pend_r / kRowBlock)]);
         pending = false;
       };
-#pragma omp for schedule(static)
-      for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+      const auto [b0, b1] = static_share(nblocks, tid, nth);
+      for (std::int64_t blk = b0; blk < b1; ++blk) {
         Partial& part = partial[static_cast<std::size_t>(blk)];
         const std::int64_t r1 = std::min(N, (blk + 1) * kRowBlock);
         for (std::int64_t r = blk * kRowBlock; r < r1; ++r) {
@@ -926,7 +979,8 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
           } else {
             if (want_grad) {
               for (std::size_t c = 0; c < pl.nchunks; ++c)
-                eng.grad_chunk(r, c, rs, s, s.segs[c], rs.ignored ? nullptr : s.e.data() + eng.chunk_begin(c));
+                eng.grad_chunk(r, c, rs, s, s.segs[c],
+                               rs.ignored || recompute ? nullptr : s.e.data() + eng.chunk_begin(c));
               if (rs.fix && !rs.ignored && !eng.target_in_kernel()) {
                 if (pl.stream) cpu::StreamFence();  // order after the streamed row
                 eng.fix_target(r, rs);
@@ -941,7 +995,8 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
         pending_finish();
       }
       if (pl.stream) cpu::StreamFence();
-    }
+    };
+    run_team(pl, nthreads, rows_body);
   } else {
     // Few long rows: (row, chunk) items over threads, in two phases with the
     // same per-chunk kernels, so the bits equal the row-wise path's.
@@ -1217,14 +1272,16 @@ int effective_threads(int nt, const Plan& pl) {
   return elems < 262144.0 ? 1 : nt;
 }
 
-CrossEntropyResult cross_entropy_loss(const MatrixView& logits, const Targets& targets,
-                                      const CrossEntropyOptions& options,
-                                      const CrossEntropyOutputs& outputs) {
+namespace {
+
+CrossEntropyResult loss_impl(const MatrixView& logits, const Targets& targets, const CrossEntropyOptions& options,
+                             const CrossEntropyOutputs& outputs, bool in_region) {
   const char* fn = "cross_entropy_loss";
   int nt = thread_count(options.num_threads);
   Plan pl;
   const Denoms dn = prepare(fn, logits, targets, options, outputs.grad, pl);
-  nt = effective_threads(nt, pl);
+  nt = in_region ? 1 : effective_threads(nt, pl);
+  pl.in_region = in_region;
   pl.want_lse = outputs.row_lse != nullptr;
   CrossEntropyResult res;
   res.count = dn.count;
@@ -1242,6 +1299,20 @@ CrossEntropyResult cross_entropy_loss(const MatrixView& logits, const Targets& t
   res.correct = options.compute_accuracy && !pl.soft ? rr.correct : 0;
   detail::reduce_loss(options, rr.ce.value(), rr.zl.value(), dn.weight_sum, dn.count, res);
   return res;
+}
+
+}  // namespace
+
+CrossEntropyResult cross_entropy_loss(const MatrixView& logits, const Targets& targets,
+                                      const CrossEntropyOptions& options,
+                                      const CrossEntropyOutputs& outputs) {
+  return loss_impl(logits, targets, options, outputs, false);
+}
+
+CrossEntropyResult detail::cross_entropy_loss_in_region(const MatrixView& logits, const Targets& targets,
+                                                        const CrossEntropyOptions& options,
+                                                        const CrossEntropyOutputs& outputs) {
+  return loss_impl(logits, targets, options, outputs, true);
 }
 
 void cross_entropy_backward(const MatrixView& logits, const Targets& targets,
