@@ -32,7 +32,10 @@
 //     XENT_RSS_TRACE, as hwm.)
 //   * extra_faults_mib: the page faults the call took, on all threads
 //     (getrusage), times the page size: an upper bound (two threads touching
-//     a new page at once both fault).
+//     a new page at once both fault), as long as no transparent huge page is
+//     mapped (one fault, 2 MiB; glibc asks for none by default).
+//   Neither sees stack pages the warm-up already touched, nor memory the
+//   host reclaims during the call (this VM runs DAMON reclaim).
 // The compute floor is the same BLAS doing H·Wᵀ, G·W and Gᵀ·H at full size, into
 // buffers of its own (the N×V logits among them, resident before the first
 // fused call, so not counted in its extra memory), run right after every
@@ -215,9 +218,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Every block from the heap, which only our malloc_trim shrinks (see
-  // extra_mib at the top).
+  // extra_mib at the top), and one heap for all threads: malloc_trim does
+  // not release the top of the other threads' arenas, so an OpenMP thread's
+  // blocks would be counted in the warm-up only.
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, INT_MAX);
+  mallopt(M_ARENA_MAX, 1);
   Inputs in;
   in.N = std::atoll(argv[1]);
   in.D = std::atoll(argv[2]);

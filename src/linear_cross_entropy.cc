@@ -89,7 +89,18 @@ struct Plan {
   MatrixView h, w;
   std::int64_t hs = 0, wst = 0;  // row strides
   const float* bias = nullptr;
-  std::vector<std::int64_t> tgt;  // -1: ignored
+  // The targets as given (validated by make_plan). Not copied: a copy is
+  // N int64 of the call's memory, 4 KiB of the 40 that 512×256×1000 may use.
+  const void* targets = nullptr;
+  bool t64 = true;
+  std::int64_t ignore_index = -100;
+  // Row r's target class, or -1 where it is ignored (once make_plan has
+  // validated them: no other negative value is left).
+  std::int64_t tgt(std::int64_t r) const {
+    const std::int64_t t = t64 ? static_cast<const std::int64_t*>(targets)[r]
+                               : static_cast<const std::int32_t*>(targets)[r];
+    return t == ignore_index ? -1 : t;
+  }
   const LinearCrossEntropyOptions* opt = nullptr;
   const CrossEntropyOptions* o = nullptr;
   int nt = 1;
@@ -138,14 +149,21 @@ float elem_f32(const MatrixView& m, std::int64_t stride, std::int64_t r, std::in
 }
 
 // L[i][j] += bias[v0 + j] for an nr × nc block with row stride ld.
+// (One thread: no parallel region, which would cost a team even for one
+// thread, and nest inside the small-chunk path's region.)
 void add_bias(const float* bias, std::int64_t v0, float* L, std::int64_t nr, std::int64_t nc,
               std::int64_t ld, int nt) {
   if (!bias) return;
-#pragma omp parallel for num_threads(par(nt, nr * nc)) schedule(static)
-  for (std::int64_t i = 0; i < nr; ++i) {
-    float* row = L + i * ld;
-    for (std::int64_t j = 0; j < nc; ++j) row[j] += bias[v0 + j];
-  }
+  auto rows = [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      float* row = L + i * ld;
+      for (std::int64_t j = 0; j < nc; ++j) row[j] += bias[v0 + j];
+    }
+  };
+  const int n = par(nt, nr * nc);
+  if (n <= 1) return rows(0, nr);
+#pragma omp parallel for num_threads(n) schedule(static)
+  for (std::int64_t i = 0; i < nr; ++i) rows(i, i + 1);
 }
 
 // gbias[j] += Σ_i G[i][j] (fixed row order: the same bits for any thread count).
@@ -153,8 +171,7 @@ void add_colsums(const float* G, std::int64_t nr, std::int64_t nc, std::int64_t 
                  int nt) {
   constexpr std::int64_t kCols = 256;
   const std::int64_t nblk = (nc + kCols - 1) / kCols;
-#pragma omp parallel for num_threads(par(nt, nr * nc)) schedule(static)
-  for (std::int64_t blk = 0; blk < nblk; ++blk) {
+  auto block = [&](std::int64_t blk) {
     const std::int64_t j0 = blk * kCols, j1 = std::min(nc, j0 + kCols);
     float acc[kCols] = {};
     for (std::int64_t i = 0; i < nr; ++i) {
@@ -162,7 +179,14 @@ void add_colsums(const float* G, std::int64_t nr, std::int64_t nc, std::int64_t 
       for (std::int64_t j = j0; j < j1; ++j) acc[j - j0] += row[j];
     }
     for (std::int64_t j = j0; j < j1; ++j) gbias[j] += acc[j - j0];
+  };
+  const int n = par(nt, nr * nc);  // one thread: no region (see add_bias)
+  if (n <= 1) {
+    for (std::int64_t blk = 0; blk < nblk; ++blk) block(blk);
+    return;
   }
+#pragma omp parallel for num_threads(n) schedule(static)
+  for (std::int64_t blk = 0; blk < nblk; ++blk) block(blk);
 }
 
 // ------------------------------------------------------------ validation
@@ -331,21 +355,18 @@ Plan make_plan(const MatrixView& hidden, const MatrixView& weight, const float* 
     fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": invalid targets kind");
   if (pl.N > 0 && targets.indices == nullptr)
     fail(ErrorCode::kInvalidArgument, std::string(kFn) + ": targets.indices is null");
-  pl.tgt.resize(static_cast<std::size_t>(pl.N));
+  pl.targets = targets.indices;
+  pl.t64 = targets.kind == Targets::Kind::kIndexInt64;
+  pl.ignore_index = o.ignore_index;
   NeumaierSum ws;
   for (std::int64_t r = 0; r < pl.N; ++r) {
-    const std::int64_t t = targets.kind == Targets::Kind::kIndexInt64
-                               ? static_cast<const std::int64_t*>(targets.indices)[r]
-                               : static_cast<const std::int32_t*>(targets.indices)[r];
-    if (t == o.ignore_index) {
-      pl.tgt[r] = -1;
-      continue;
-    }
+    const std::int64_t t = pl.t64 ? static_cast<const std::int64_t*>(pl.targets)[r]
+                                  : static_cast<const std::int32_t*>(pl.targets)[r];
+    if (t == o.ignore_index) continue;
     if (t < 0 || t >= pl.V)
       fail(ErrorCode::kTargetOutOfRange,
            std::string(kFn) + ": targets[" + str(r) + "] = " + str(t) + " is out of range [0, " +
                str(pl.V) + ") and is not ignore_index (" + str(o.ignore_index) + ")");
-    pl.tgt[r] = t;
     ++pl.count;
     ws.add(o.class_weight ? o.class_weight[t] : 1.0);
   }
@@ -544,7 +565,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     if (out.row_loss && zc != z) {
       // The kernel's row loss carries z'·lse²; report the true z·lse².
       for (std::int64_t i = 0; i < c; ++i)
-        if (pl.tgt[r0 + i] >= 0) {
+        if (pl.tgt(r0 + i) >= 0) {
           const double l = lse[r0 + i];
           out.row_loss[r0 + i] = static_cast<float>(out.row_loss[r0 + i] + (z - zc) * l * l);
         }
@@ -803,7 +824,7 @@ LinearCrossEntropyResult run_vocab_tiled(const Plan& pl, const LinearCrossEntrop
           rs.s += cs.sum_exp * std::exp(cs.max - rs.m);
         }
         if (smooth) cu[n] += cs.coef_sum * cs.max - cs.coef_dot;
-        const std::int64_t y = pl.tgt[n];
+        const std::int64_t y = pl.tgt(n);
         if (y >= v0 && y < v0 + nv) rs.uy = u[y - v0];
         if (o.compute_accuracy && cs.max > best[n]) {
           best[n] = static_cast<float>(cs.max);
@@ -833,7 +854,7 @@ LinearCrossEntropyResult run_vocab_tiled(const Plan& pl, const LinearCrossEntrop
     const double l = rs.m + std::log(rs.s);
     rs.m = l;  // from here on: the lse
     if (out.row_lse) out.row_lse[n] = static_cast<float>(l);
-    const std::int64_t y = pl.tgt[n];
+    const std::int64_t y = pl.tgt(n);
     double row = 0;
     if (y >= 0) {
       const double wy = cw ? cw[y] : 1.0;
@@ -855,7 +876,7 @@ LinearCrossEntropyResult run_vocab_tiled(const Plan& pl, const LinearCrossEntrop
   //   α = s_ce·(a·w_y + b·Σw) + 2·z·s_z·lse,  β = s_ce·b,  γ = s_ce·a·w_y;
   // then du/dz = (1 − tanh²(z/cap))/T = (1 − (T·u/cap)²)/T.
   for (std::int64_t n = 0; n < N; ++n) {
-    const std::int64_t y = pl.tgt[n];
+    const std::int64_t y = pl.tgt(n);
     if (y < 0) continue;
     const double wy = cw ? cw[y] : 1.0;
     st[n].alpha = static_cast<float>(pl.scale_ce * (pl.a * wy + pl.b * pl.w_total) +
@@ -885,7 +906,7 @@ LinearCrossEntropyResult run_vocab_tiled(const Plan& pl, const LinearCrossEntrop
         bool keep = false;
         for (std::int64_t i = 0; i < c && !keep; ++i) {
           const std::int64_t n = r0 + i;
-          keep = pl.tgt[n] >= 0 && st[n].alpha != 0 &&
+          keep = pl.tgt(n) >= 0 && st[n].alpha != 0 &&
                  tile_max[n * ntiles + t] - st[n].m >= log_thr;
         }
         if (!keep) {
@@ -895,7 +916,7 @@ LinearCrossEntropyResult run_vocab_tiled(const Plan& pl, const LinearCrossEntrop
           wrow.resize(static_cast<std::size_t>(D));
           hrow.resize(static_cast<std::size_t>(D));
           for (std::int64_t i = 0; i < c; ++i) {
-            const std::int64_t n = r0 + i, y = pl.tgt[n];
+            const std::int64_t n = r0 + i, y = pl.tgt(n);
             if (y < v0 || y >= v0 + nv || st[n].gamma == 0) continue;
             double chain = 1.0 / T;
             if (cap > 0) {
@@ -921,7 +942,7 @@ LinearCrossEntropyResult run_vocab_tiled(const Plan& pl, const LinearCrossEntrop
       add_bias(pl.bias, v0, L, c, nv, nv, nt);
 #pragma omp parallel for num_threads(par(nt, c * nv)) schedule(static)
       for (std::int64_t i = 0; i < c; ++i) {
-        const std::int64_t n = r0 + i, y = pl.tgt[n];
+        const std::int64_t n = r0 + i, y = pl.tgt(n);
         float* u = L + i * nv;
         if (y < 0 || (st[n].alpha == 0 && st[n].gamma == 0 && beta_all == 0)) {
           std::memset(u, 0, sizeof(float) * nv);

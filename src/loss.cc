@@ -705,14 +705,17 @@ struct Engine {
   }
 };
 
-// n values: inline for up to 4, else on the heap. For run_batch's per-call
-// bookkeeping: a one-thread call on a few rows (linear_cross_entropy's small
-// chunks make 128 of them per 512-row call) then touches no heap at all.
+// n values: inline for up to 8, else on the heap. For run_batch's per-call
+// bookkeeping (one entry per block of rows, and per thread): a one-thread
+// call on up to 8 rows (row_block gives one row per block below 64 rows;
+// linear_cross_entropy's small chunks are halves of at most 15 rows) then
+// touches no heap at all.
 template <class T>
 class SmallArray {
  public:
+  static constexpr std::size_t kInline = 8;
   SmallArray(std::size_t n, const T& v) : n_(n) {
-    if (n > 4) heap_.reset(new T[n]);
+    if (n > kInline) heap_.reset(new T[n]);
     for (std::size_t i = 0; i < n; ++i) data()[i] = v;
   }
   T* data() { return heap_ ? heap_.get() : inline_; }
@@ -723,7 +726,7 @@ class SmallArray {
 
  private:
   std::size_t n_;
-  T inline_[4];
+  T inline_[kInline];
   std::unique_ptr<T[]> heap_;
 };
 
@@ -855,7 +858,9 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       small = cpu::SmallRowsF32(ss, 0, 0, &probe);  // false on targets without lanes
     }
   }
-  const bool chunked = !small && !pl.slow && pl.nchunks > 1 && N < 2 * nthreads;
+  // (Not in a caller's region: there is one thread, and the row-wise path
+  // gives the same bits without the chunked path's regions and buffers.)
+  const bool chunked = !small && !pl.slow && pl.nchunks > 1 && N < 2 * nthreads && !pl.in_region;
   if (small) {
     auto small_body = [&](int tid, int nth) {
       const auto [b0, b1] = static_share(nblocks, tid, nth);
@@ -903,7 +908,9 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       // A call in a caller's region (linear_cross_entropy's small chunks)
       // recomputes too, whatever the row length: a V-float row buffer per
       // thread per call is 8 KiB of the 40 that 512×256×1000 may use, and
-      // the extra exps cost ~1% of its training step.
+      // the extra exps cost ~1% of its training step. (Memory first: beyond
+      // kRecomputeMaxV columns, rows that no longer stay in L2, this is the
+      // slower choice, measured above for whole calls.)
       const bool recompute = pl.z.dtype == Engine<T>::kNative &&
                              ((pipe && pl.sz.cols <= kRecomputeMaxV) || (want_grad && !pl.slow && pl.in_region));
       Scratch<T> s;
