@@ -182,8 +182,9 @@ Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool gr
       out.grad_weight = {in.gw.data(), xent::DType::kF32, in.V, in.D, 0};
     }
     malloc_trim(0);  // freed pages of earlier runs must not hide this run's
-    const bool hwm = reset_hwm();
-    const long before = status_kib("VmRSS:");
+    const bool trace = std::getenv("XENT_RSS_TRACE") != nullptr;
+    const bool hwm = trace && reset_hwm();  // (VmHWM: printed only; see extra_mib)
+    const long before = hwm ? status_kib("VmRSS:") : 0;
     const long rss0 = smaps_rss_kib();
     const long f0 = page_faults();
     const double t0 = now_s(), c0 = cpu_s();
@@ -194,10 +195,9 @@ Measure run(Inputs& in, LinearCrossEntropyAlgorithm algo, double filter, bool gr
     const double dt = now_s() - t0, dc = cpu_s() - c0;
     const long fault_kib = (page_faults() - f0) * (sysconf(_SC_PAGESIZE) / 1024);
     const long left_kib = smaps_rss_kib() - rss0;
-    const long peak = hwm ? status_kib("VmHWM:") : -1;
-    if (std::getenv("XENT_RSS_TRACE"))
+    if (trace)
       std::fprintf(stderr, "rss %s r=%d left=%ld KiB hwm=%ld KiB faulted=%ld KiB\n", grads ? "fb" : "fwd", r,
-                   left_kib, peak - before, fault_kib);
+                   left_kib, hwm ? status_kib("VmHWM:") - before : -1, fault_kib);
     if (r < 0) continue;
     if (fl.on) run_floor(in, fl, grads);
     m.res = res;

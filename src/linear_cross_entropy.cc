@@ -548,15 +548,13 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
     CrossEntropyResult cr;
     CrossEntropyOptions o1 = co, o2 = cz;
     o1.num_threads = o2.num_threads = par(inner_nt, c * V);
+    const auto loss = in_region ? &detail::cross_entropy_loss_in_region : &cross_entropy_loss;
     try {
-      cr = in_region ? detail::cross_entropy_loss_in_region(lv, tc, o1, co_out) : cross_entropy_loss(lv, tc, o1, co_out);
+      cr = loss(lv, tc, o1, co_out);
       if (split_z) {
         CrossEntropyOutputs zo;
         zo.grad = MutableMatrixView{Lr, DType::kF32, c, V, V};
-        if (in_region)
-          detail::cross_entropy_loss_in_region(lv, tc, o2, zo);
-        else
-          cross_entropy_loss(lv, tc, o2, zo);
+        loss(lv, tc, o2, zo);
       }
     } catch (const Error& e) {
       throw Error(e.code(), std::string(kFn) + ": in the token chunk of rows [" + str(k0) + ", " +

@@ -207,7 +207,6 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     const auto e = ExpNonPositive(d, hn::Sub(z, mref));
     hn::Store(e, d, ebuf + j * L);
     s.Add(d, e);
-
     if (soft) {
       const auto p = hn::Load(d, cbuf + j * L);
       pblk = hn::Add(pblk, p);
