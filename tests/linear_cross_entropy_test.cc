@@ -657,13 +657,15 @@ TEST(LinearCeAuto, ChoiceFollowsTheMeasuredRule) {
     EXPECT_EQ(g.res.chunk_rows, 16);
     EXPECT_LE(g.res.buffer_bytes, static_cast<std::size_t>(2 * 2048 * 50 * 4 / 112));
     // 512×1000 (the small shape): 9 rows of logits fit its 36571 bytes,
-    // rounded down to 8 (whole 4-row groups of the small-chunk logits).
+    // rounded down to 8 (whole 4-row groups of the small-chunk logits) for
+    // training; evaluation stores no logits and takes 16-row chunks (the
+    // row-statistics path).
     const Problem s = make_problem(512, 24, 1000, true, DType::kF32, 2.0, 47, 5);
     for (bool grads : {false, true}) {
       const Got h = run(s, LinearCrossEntropyOptions{}, grads);
       EXPECT_EQ(h.res.algorithm, Algo::kTokenChunked);
       EXPECT_TRUE(h.res.own_products);
-      EXPECT_EQ(h.res.chunk_rows, 8);
+      EXPECT_EQ(h.res.chunk_rows, grads ? 8 : 16);
       EXPECT_LE(h.res.buffer_bytes, static_cast<std::size_t>(2 * 512 * 1000 * 4 / 112));
       check(s, CrossEntropyOptions{}, h, grads, grads ? "512x1000 default" : "512x1000 default, evaluation");
     }
@@ -680,6 +682,106 @@ void expect_error(F f, ErrorCode code, const std::string& needle) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), code) << e.what();
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// Evaluation whose default token chunks would be small (< 16 rows) stores no
+// logits: cpu::chunk_row_stats folds each 16-row chunk's logits into per-row
+// (max, Σexp, target logit, argmax) while they are in registers. Checked
+// against the long-double reference with every option it takes, at shapes
+// whose last chunk, tile and 6-class block are partial; the same bits for 1,
+// 2 and 3 threads; confident rows keep their relative accuracy; an overflow
+// is reported by the chunked path, which names the row.
+TEST(LinearCeRowStats, EvaluationWithoutLogits) {
+  if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F: the path does not exist here";
+  for (auto [N, D, V] : {std::tuple{300, 24, 1000}, {400, 7, 53}, {250, 3, 4001}}) {
+    Problem p = make_problem(N, D, V, true, DType::kF32, 3.0, 61 + N, 17);
+    // Every third row's target is its argmax (in long double), so that the
+    // accuracy count has something to count.
+    for (std::int64_t n = 0; n < N; n += 3) {
+      if (p.targets[n] < 0) continue;
+      Real best = -1e300;
+      for (std::int64_t v = 0; v < V; ++v) {
+        Real z = p.bias[v];
+        for (std::int64_t k = 0; k < D; ++k) z += p.H(n, k) * p.W(v, k);
+        if (z > best) {
+          best = z;
+          p.targets[n] = v;
+        }
+      }
+    }
+    std::vector<float> cw(static_cast<std::size_t>(V));
+    for (std::int64_t v = 0; v < V; ++v) cw[v] = 0.25f + static_cast<float>(v % 7) / 4;
+    for (int variant = 0; variant < 4; ++variant) {
+      LinearCrossEntropyOptions lo;
+      CrossEntropyOptions& o = lo.loss;
+      o.compute_accuracy = variant != 1;
+      if (variant == 1) {
+        o.class_weight = cw.data();
+        o.z_loss = 1e-3;
+      }
+      if (variant == 2) o.reduction = Reduction::kSum;
+      if (variant == 3) {
+        o.reduction = Reduction::kNone;
+        o.z_loss = 2e-4;
+      }
+      const std::string what = "N=" + std::to_string(N) + " V=" + std::to_string(V) + " variant " +
+                               std::to_string(variant);
+      std::vector<Got> got;
+      for (int threads : {1, 2, 3}) {
+        o.num_threads = threads;
+        got.push_back(run(p, lo, /*grads=*/false));
+      }
+      const Got& g = got[1];
+      ASSERT_EQ(g.res.chunk_rows, 16) << what;  // the row-statistics path was taken
+      EXPECT_LE(g.res.buffer_bytes, static_cast<std::size_t>(2 * N * V * 4 / 112)) << what;
+      o.num_threads = 0;
+      check(p, o, g, false, what);
+      if (o.compute_accuracy) {
+        EXPECT_EQ(g.res.correct, unfused(p, o).ce.correct) << what;
+        EXPECT_GT(g.res.correct, 0) << what;
+      }
+      for (const Got& h : got) {
+        EXPECT_EQ(std::memcmp(&h.res.loss, &g.res.loss, sizeof(double)), 0) << what;
+        EXPECT_EQ(h.res.correct, g.res.correct) << what;
+        EXPECT_EQ(std::memcmp(h.row_loss.data(), g.row_loss.data(), 4 * N), 0) << what;
+        EXPECT_EQ(std::memcmp(h.row_lse.data(), g.row_lse.data(), 4 * N), 0) << what;
+      }
+    }
+  }
+  {  // Confident rows: class 5's bias makes every other class ~e^-30 as likely.
+    Problem p = make_problem(300, 24, 1000, true, DType::kF32, 1.0, 71);
+    p.bias[5] = 30.0f;
+    for (auto& t : p.targets) t = 5;
+    const Got g = run(p, LinearCrossEntropyOptions{}, false);
+    ASSERT_EQ(g.res.chunk_rows, 16);
+    const Expected e = unfused(p, CrossEntropyOptions{});
+    for (std::int64_t n = 0; n < p.N; ++n) {
+      const double rl = static_cast<double>(e.ce.row_loss[n]);
+      ASSERT_GT(rl, 0);
+      ASSERT_LT(rl, 1e-8);
+      ASSERT_NEAR(g.row_loss[n], rl, 1e-5 * rl) << "row " << n;
+    }
+  }
+  {  // A row whose logits overflow: the chunked path reports it, by row.
+    Problem q = make_problem(300, 24, 1000, false, DType::kF32, 2.0, 73);
+    for (std::int64_t k = 0; k < q.D; ++k) q.h[137 * q.hstride + k] = 3e38f;
+    for (auto& x : q.w) x = std::fabs(x) + 1.0f;
+    expect_error([&] {
+      linear_cross_entropy(q.hidden(), q.weight(), nullptr, Targets::Index(q.targets.data()),
+                           LinearCrossEntropyOptions{});
+    }, ErrorCode::kNonFinite, "in the token chunk of rows [136, 140)");
+    // Ignored, the same row is not inspected (as in cross_entropy_loss).
+    q.targets[137] = -100;
+    std::vector<float> rl(300);
+    LinearCrossEntropyOutputs out;
+    out.row_loss = rl.data();
+    const auto r = linear_cross_entropy(q.hidden(), q.weight(), nullptr, Targets::Index(q.targets.data()),
+                                        LinearCrossEntropyOptions{}, out);
+    EXPECT_EQ(r.chunk_rows, 16);
+    EXPECT_EQ(r.count, 299);
+    EXPECT_TRUE(std::isfinite(r.loss));
+    EXPECT_EQ(rl[137], 0.0f);
   }
 }
 

@@ -35,7 +35,11 @@
 // per-row softmax work run on options.loss.num_threads threads, except that
 // token chunks of fewer than 16 rows split their softmax work in two halves
 // of rows (at most 2 threads: such a chunk's fewer than 16·V elements are
-// microseconds of work).
+// microseconds of work). Evaluation that would take such chunks (float32,
+// our kernels, no label smoothing / softcap / temperature / focal) stores no
+// logits at all: 16-row chunks whose per-row max, Σexp, target logit and
+// argmax are folded while the logits are in registers (chunk_rows reports
+// 16; memory one transposed 16-row chunk of hidden per thread, ≤ 2 threads).
 #pragma once
 
 #include <cstddef>

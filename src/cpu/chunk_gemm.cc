@@ -43,6 +43,8 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define XENT_CHUNK_GEMM 1
 #include <immintrin.h>
+
+#include "cpu/exp_avx512.h"
 #define XENT_AVX512 __attribute__((target("avx512f")))
 #else
 #define XENT_CHUNK_GEMM 0
@@ -653,6 +655,141 @@ void small_chunk_grad_weight(i64 c, i64 V, i64 D, const float* G, i64 ldg, const
   grad_weight_share(c, V, D, G, ldg, H, ldh, gW, ldgw, nullptr, t, T);
 }
 
+// ------------------------------------------------------- row statistics
+//
+// chunk_row_stats: the logits kernel's register block on one vector of
+// rows (16 rows × 6 classes per block, 6 accumulators: one Hᵀ load and 6
+// broadcasts per 6 FMAs), written into a tile of 48 classes in L1, which
+// is then folded into the rows' running statistics: its maximum, the
+// rescaling of the sums where the maximum grew, and one exp per logit.
+
+// (GCC 12 warns that the intrinsics' _mm512_undefined_ps operands are used
+// uninitialized; they are not read.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace {
+
+constexpr i64 kStatsTile = 48;  // classes per tile (8 blocks of 6)
+
+struct StatsLanes {
+  __m512 m;          // running maximum
+  __m512 ones;       // how many logits so far equal m (their exp terms, exactly 1 each)
+  __m512d rest[2];   // Σ exp(z − m) over the others (lanes 0–7, 8–15)
+  __m512 zt;         // the target's logit
+  __m512i target;    // the target class (−1: none)
+  __m512 best;       // argmax: the largest logit seen, first occurrence
+  __m512i arg;
+};
+
+XENT_AVX512 inline __m256 low_half(__m512 v) { return _mm512_castps512_ps256(v); }
+XENT_AVX512 inline __m256 high_half(__m512 v) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+// Folds classes [v0, v0 + n) (class v0 + j's 16 lanes at tile + 16j, bias
+// not yet added) into st.
+template <bool kArgmax>
+XENT_AVX512 void fold_tile(float* tile, i64 n, i64 v0, const float* bias, StatsLanes& st) {
+  const __m512 neg_inf = _mm512_set1_ps(-__builtin_inff());
+  __m512 tile_max = neg_inf;
+  for (i64 j = 0; j < n; ++j) {
+    __m512 z = _mm512_load_ps(tile + 16 * j);
+    if (bias) {
+      z = _mm512_add_ps(z, _mm512_set1_ps(bias[v0 + j]));
+      _mm512_store_ps(tile + 16 * j, z);
+    }
+    tile_max = _mm512_max_ps(tile_max, z);
+  }
+  const __m512 m = _mm512_max_ps(st.m, tile_max);
+  // The exp reference: m, or 0 while a row has seen only -inf (then every
+  // z − ref is -inf and its exp 0, where -inf − -inf would be NaN).
+  const __m512 ref = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, neg_inf, _CMP_NEQ_UQ), m);
+  const __mmask16 grew = _mm512_cmp_ps_mask(m, st.m, _CMP_GT_OQ);
+  if (grew) {
+    // The sums so far were relative to the old maximum: rescale them, the
+    // old maximum's terms (exactly 1 each) joining the rest. A row that had
+    // only -inf gets factor exp(-inf) = 0.
+    const __m512 f = exp_nonpositive_avx512(_mm512_sub_ps(st.m, ref));
+    const __m512d f_lo = _mm512_cvtps_pd(low_half(f)), f_hi = _mm512_cvtps_pd(high_half(f));
+    const __m512d ones_lo = _mm512_cvtps_pd(low_half(st.ones)), ones_hi = _mm512_cvtps_pd(high_half(st.ones));
+    const auto g_lo = static_cast<__mmask8>(grew), g_hi = static_cast<__mmask8>(grew >> 8);
+    st.rest[0] = _mm512_mask_mul_pd(st.rest[0], g_lo, _mm512_add_pd(st.rest[0], ones_lo), f_lo);
+    st.rest[1] = _mm512_mask_mul_pd(st.rest[1], g_hi, _mm512_add_pd(st.rest[1], ones_hi), f_hi);
+    st.ones = _mm512_maskz_mov_ps(static_cast<__mmask16>(~grew), st.ones);
+  }
+  st.m = m;
+  // Σ exp in float32 over at most 8 classes (≤ 7 roundings, relative to
+  // the terms' own mass: the maximum's terms are counted apart), then
+  // widened.
+  const __m512 one = _mm512_set1_ps(1.0f);
+  __m512 part = _mm512_setzero_ps();
+  for (i64 j = 0; j < n; ++j) {
+    const __m512 z = _mm512_load_ps(tile + 16 * j);
+    const __m512 e = exp_nonpositive_avx512(_mm512_sub_ps(z, ref));
+    const __mmask16 at_max = _mm512_cmp_ps_mask(z, m, _CMP_EQ_OQ);
+    st.ones = _mm512_mask_add_ps(st.ones, at_max, st.ones, one);
+    part = _mm512_mask_add_ps(part, static_cast<__mmask16>(~at_max), part, e);
+    const __m512i cls = _mm512_set1_epi32(static_cast<int>(v0 + j));
+    st.zt = _mm512_mask_mov_ps(st.zt, _mm512_cmpeq_epi32_mask(st.target, cls), z);
+    if (kArgmax) {
+      const __mmask16 above = _mm512_cmp_ps_mask(z, st.best, _CMP_GT_OQ);
+      st.best = _mm512_mask_mov_ps(st.best, above, z);
+      st.arg = _mm512_mask_mov_epi32(st.arg, above, cls);
+    }
+    if (j % 8 == 7 || j == n - 1) {
+      st.rest[0] = _mm512_add_pd(st.rest[0], _mm512_cvtps_pd(low_half(part)));
+      st.rest[1] = _mm512_add_pd(st.rest[1], _mm512_cvtps_pd(high_half(part)));
+      part = _mm512_setzero_ps();
+    }
+  }
+}
+
+template <bool kArgmax>
+XENT_AVX512 void row_stats(i64 V, i64 D, const float* W, i64 ldw, const float* bias, const float* ht,
+                           StatsLanes& st) {
+  alignas(64) float tile[kStatsTile * 16];
+  for (i64 v0 = 0; v0 < V; v0 += kStatsTile) {
+    const i64 n = std::min(kStatsTile, V - v0);
+    for (i64 g = 0; g < n; g += kLogitClasses) {
+      const i64 ng = std::min(kLogitClasses, n - g);
+      i64 off[kLogitClasses];  // class j's row of W (rows past ng repeat a valid one)
+      for (i64 j = 0; j < kLogitClasses; ++j) off[j] = std::min(j, ng - 1) * ldw;
+      block_6xP<1>(ht, W + (v0 + g) * ldw, 1, off, D, tile + 16 * g, 16, false, ng);
+    }
+    fold_tile<kArgmax>(tile, n, v0, bias, st);
+  }
+}
+
+}  // namespace
+
+XENT_AVX512 void chunk_row_stats(i64 c, i64 V, i64 D, const float* H, i64 ldh, const float* W, i64 ldw,
+                                 const float* bias, const std::int32_t* target, bool want_argmax, float* ht,
+                                 ChunkRowStats* out) {
+  // Hᵀ: ht[k·16 + i] = H[i][k], rows past c zero.
+  transpose_rows(RowBlocks{c}, H, ldh, 0, kStatsChunkRows, D, ht, D);
+  StatsLanes st;
+  st.m = st.best = _mm512_set1_ps(-__builtin_inff());
+  st.ones = st.zt = _mm512_setzero_ps();
+  st.rest[0] = st.rest[1] = _mm512_setzero_pd();
+  st.target = _mm512_loadu_si512(target);
+  st.arg = _mm512_setzero_si512();
+  if (want_argmax)
+    row_stats<true>(V, D, W, ldw, bias, ht, st);
+  else
+    row_stats<false>(V, D, W, ldw, bias, ht, st);
+  _mm512_store_ps(out->m, st.m);
+  _mm512_store_ps(out->zt, st.zt);
+  _mm512_store_si512(out->argmax, st.arg);
+  const __m512d minus_one = _mm512_set1_pd(-1.0);
+  _mm512_store_pd(out->sm1, _mm512_add_pd(_mm512_add_pd(_mm512_cvtps_pd(low_half(st.ones)), minus_one), st.rest[0]));
+  _mm512_store_pd(out->sm1 + 8,
+                  _mm512_add_pd(_mm512_add_pd(_mm512_cvtps_pd(high_half(st.ones)), minus_one), st.rest[1]));
+}
+
+#pragma GCC diagnostic pop
+
 #else  // no x86-64 AVX-512 build: the callers use the BLAS
 
 bool chunk_gemm_supported() { return false; }
@@ -666,6 +803,8 @@ void chunk_grad_weight(i64, i64, i64, const float*, i64, const float*, i64, floa
 void small_chunk_logits(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, int, int) {}
 void small_chunk_grad_hidden(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, bool, int, int) {}
 void small_chunk_grad_weight(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, int, int) {}
+void chunk_row_stats(i64, i64, i64, const float*, i64, const float*, i64, const float*, const std::int32_t*, bool,
+                     float*, ChunkRowStats*) {}
 
 #endif
 

@@ -69,4 +69,29 @@ void small_chunk_grad_hidden(std::int64_t c, std::int64_t V, std::int64_t D, con
 void small_chunk_grad_weight(std::int64_t c, std::int64_t V, std::int64_t D, const float* G, std::int64_t ldg,
                              const float* H, std::int64_t ldh, float* gW, std::int64_t ldgw, int t, int T);
 
+// Evaluation without the logits (linear_cross_entropy's forward for
+// small chunks): for a chunk of c ≤ 16 rows of H (row i in lane i), the
+// statistics of each row of Z = H·Wᵀ + bias over all V classes, computed
+// from a few classes of logits at a time in registers and a 3 KiB tile,
+// never stored. Each logit is one FMA sequence over d in order (as
+// chunk_logits), plus bias[v] (nullptr: none) as one add. Per row:
+//   m       the maximum logit (−inf: every logit −inf);
+//   sm1     Σ_v exp(z_v − m) − 1, in fp64, the maximum's own terms counted
+//           apart (exactly 1 each), so that confident rows (sm1 ≪ 1) keep
+//           their relative accuracy; NaN where a logit is NaN or +inf;
+//   zt      the logit of class target[i] (0 where target[i] < 0);
+//   argmax  the first class of the maximum (with want_argmax).
+// Lanes ≥ c hold zero rows. `ht`: 16·D floats, 64-byte aligned (H
+// transposed). Runs on the calling thread (inside or outside a region).
+struct ChunkRowStats {
+  alignas(64) float m[16];
+  alignas(64) double sm1[16];
+  alignas(64) float zt[16];
+  alignas(64) std::int32_t argmax[16];
+};
+constexpr std::int64_t kStatsChunkRows = 16;
+void chunk_row_stats(std::int64_t c, std::int64_t V, std::int64_t D, const float* H, std::int64_t ldh,
+                     const float* W, std::int64_t ldw, const float* bias, const std::int32_t* target,
+                     bool want_argmax, float* ht, ChunkRowStats* out);
+
 }  // namespace xent::cpu

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu/exp_avx512.h"
 #include "cpu/kernels.h"
 #include "hwy/cache_control.h"
 #include "hwy/contrib/math/math-inl.h"
@@ -60,29 +61,8 @@ HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modif
     // exactly. The table's own float32 rounding (≤ ½ ulp per entry) is the
     // one error that does not average out over a row's Σexp: a second table
     // of the remainders removed it (max 0.55 ulp) but cost the whole gain.
-    alignas(64) static constexpr float kPow2Sixteenths[16] = {
-        1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f,
-        1.189207077e+00f, 1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f,
-        1.414213538e+00f, 1.476826191e+00f, 1.542210817e+00f, 1.610490322e+00f,
-        1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f, 1.915206552e+00f};
-    // -inf → a finite argument whose exp is 0. vmaxps returns its second
-    // operand when either is NaN: x second, so that a NaN logit gives a NaN
-    // exp (the statistics pass relies on it, kExpKeepsNaN).
-    x = hn::Vec<D>{_mm512_max_ps(hn::Set(d, -104.0f).raw, x.raw)};
-    // k = x/ln 2 rounded to sixteenths by one FMA: j = x·log2(e) + 1.5·2^19
-    // rounds to the ulp of 1.5·2^19, 1/16, and its low 4 mantissa bits are
-    // 16k mod 16, the table index; k = j − 1.5·2^19 exactly (an add, beside
-    // the FMA pipes; a vrndscaleps after a multiply cost one more operation).
-    const auto kShift = hn::Set(d, 786432.0f);
-    const auto j = hn::MulAdd(x, hn::Set(d, 1.44269504088896341f), kShift);
-    const auto k = hn::Sub(j, kShift);
-    auto r = hn::NegMulAdd(k, hn::Set(d, 0.69311523f), x);  // ln 2 = hi (12 bits) + lo
-    r = hn::NegMulAdd(k, hn::Set(d, 3.1946183e-05f), r);
-    const hn::Vec<D> t{_mm512_permutexvar_ps(_mm512_castps_si512(j.raw), hn::Load(d, kPow2Sixteenths).raw)};
-    auto q = hn::MulAdd(hn::Set(d, 0.16666766f), r, hn::Set(d, 0.50001615f));
-    q = hn::MulAdd(q, r, hn::Set(d, 1.0f));
-    const auto y = hn::MulAdd(t, hn::Mul(q, r), t);  // T + T·(e^r − 1)
-    return hn::Vec<D>{_mm512_scalef_ps(y.raw, k.raw)};  // 2^⌊k⌋: vscalefps floors k
+    // (The code lives in cpu/exp_avx512.h, shared with chunk_gemm.cc.)
+    return hn::Vec<D>{exp_nonpositive_avx512(x.raw)};
 #else
     const hn::RebindToSigned<D> di;
     const auto kMagic = hn::Set(d, 12582912.0f);  // 1.5·2^23
