@@ -465,8 +465,9 @@ bool row_stats_eligible(const Plan& pl, std::int64_t nb, bool own, std::size_t b
 // Evaluation in chunks of 16 rows whose logits are never stored: each
 // chunk's per-row statistics come from cpu::chunk_row_stats, which folds
 // them tile by tile while the logits are in L1 (the small-chunk path wrote
-// and re-read every logit, with the dot-product kernel's reductions: 1.11–
-// 1.20× of H·Wᵀ at 512×256×1000, this 1.0x; see docs/performance.md).
+// and re-read every logit, with the dot-product kernel's reductions: 1.09–
+// 1.15× of H·Wᵀ at 512×256×1000, this path 1.01–1.02×; see
+// docs/performance.md).
 // Two streams of chunks (even and odd), one per thread (both on thread 0
 // with one thread), each with its own sums added at the end: the same bits
 // for any thread count. Returns nullopt where an active row has a
