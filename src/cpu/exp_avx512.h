@@ -10,6 +10,11 @@
 
 namespace xent::cpu {
 
+// (GCC 12 warns that the intrinsics' _mm512_undefined_ps operands are used
+// uninitialized wherever this is inlined; they are not read.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 __attribute__((target("avx512f"), always_inline)) inline __m512 exp_nonpositive_avx512(__m512 x) {
   alignas(64) static constexpr float kPow2Sixteenths[16] = {
       1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f,
@@ -31,6 +36,7 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 exp_nonpositive_
   const __m512 y = _mm512_fmadd_ps(t, _mm512_mul_ps(q, r), t);  // T + T·(e^r − 1)
   return _mm512_scalef_ps(y, k);  // 2^⌊k⌋: vscalefps floors k
 }
+#pragma GCC diagnostic pop
 
 }  // namespace xent::cpu
 

@@ -41,6 +41,12 @@ HWY_INLINE void CopyOut(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, 
 }
 
 #if HWY_TARGET <= HWY_AVX3
+// (GCC 12 warns that the shuffle intrinsics' _mm512_undefined_ps operands
+// are used uninitialized, depending on how this gets inlined; they are not
+// read.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // In-register transpose of a 16×16 float block: r[i] holds row i on entry
 // and column i on exit (its own inverse). Four rounds of 16 shuffles: pairs
 // of rows interleaved by float, then by float pair (each 128-bit lane now
@@ -72,6 +78,7 @@ HWY_INLINE void Transpose16x16(__m512 r[16]) {
     r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
   }
 }
+#pragma GCC diagnostic pop
 #endif
 
 // cols[j·L + l] = src[l·stride + j] for the tile's L rows and V ≤ kSmallV
