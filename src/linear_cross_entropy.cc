@@ -449,17 +449,29 @@ std::int64_t stride_of(const MutableMatrixView& g) { return g.row_stride == 0 ? 
 
 // ====================================== evaluation of small chunks (no logits)
 
-// Whether an evaluation call whose token chunks would be small (< 16 rows,
-// the dot-product form) can take run_row_stats instead: float32 inputs on
-// our kernels, the default chunk, options whose row loss needs only the
-// row's (max, Σexp, target logit, argmax), and one transposed 16-row chunk
-// of hidden per thread within the budget.
-bool row_stats_eligible(const Plan& pl, std::int64_t nb, bool own, std::size_t budget, int threads) {
+// run_row_stats' sums of one chunk.
+struct ChunkSums {
+  double ce = 0, zl = 0;
+  std::int64_t correct = 0;
+};
+
+// The threads run_row_stats may use for an evaluation call whose token
+// chunks would be small (< 16 rows, the dot-product form), 0 where it may
+// not run: float32 inputs on our kernels, the default chunk, options whose
+// row loss needs only the row's (max, Σexp, target logit, argmax), and per
+// thread one transposed 16-row chunk of hidden within the budget (beside
+// the per-chunk sums), at most nt.
+int row_stats_threads(const Plan& pl, std::int64_t nb, bool own, std::size_t budget, int nt) {
   const CrossEntropyOptions& o = *pl.o;
-  return !pl.grad && own && pl.opt->chunk_rows == 0 && nb < cpu::kSmallChunkRows &&
-         pl.h.dtype == DType::kF32 && pl.w.dtype == DType::kF32 && o.softcap == 0 && o.temperature == 1.0 &&
-         o.focal_gamma == 0 && o.label_smoothing == 0 &&
-         static_cast<std::size_t>(threads * cpu::kStatsChunkRows * pl.D) * 4 <= budget;
+  if (pl.grad || !own || pl.opt->chunk_rows != 0 || nb >= cpu::kSmallChunkRows || pl.h.dtype != DType::kF32 ||
+      pl.w.dtype != DType::kF32 || o.softcap != 0 || o.temperature != 1.0 || o.focal_gamma != 0 ||
+      o.label_smoothing != 0)
+    return 0;
+  const auto sums =
+      static_cast<std::size_t>((pl.N + cpu::kStatsChunkRows - 1) / cpu::kStatsChunkRows) * sizeof(ChunkSums);
+  const auto per_thread = static_cast<std::size_t>(cpu::kStatsChunkRows * std::max<std::int64_t>(pl.D, 1)) * 4;
+  if (budget < sums + per_thread) return 0;
+  return static_cast<int>(std::min<std::size_t>((budget - sums) / per_thread, static_cast<std::size_t>(nt)));
 }
 
 // Evaluation in chunks of 16 rows whose logits are never stored: each
@@ -468,11 +480,11 @@ bool row_stats_eligible(const Plan& pl, std::int64_t nb, bool own, std::size_t b
 // and re-read every logit, with the dot-product kernel's reductions: 1.09–
 // 1.15× of H·Wᵀ at 512×256×1000, this path 1.01–1.02×; see
 // docs/performance.md).
-// Two streams of chunks (even and odd), one per thread (both on thread 0
-// with one thread), each with its own sums added at the end: the same bits
-// for any thread count. Returns nullopt where an active row has a
-// non-finite logit (or only -inf): the caller then runs the chunked path,
-// whose loss names the row.
+// Chunks are handed to the threads dynamically; each chunk's sums are kept
+// apart and added in chunk order at the end: the same bits for any thread
+// count. Returns nullopt where an active row has a non-finite logit (or
+// only -inf): the caller then runs the chunked path, whose loss names the
+// row.
 std::optional<LinearCrossEntropyResult> run_row_stats(const Plan& pl, const LinearCrossEntropyOutputs& out,
                                                       int threads) {
   const std::int64_t N = pl.N, D = pl.D, V = pl.V;
@@ -482,61 +494,64 @@ std::optional<LinearCrossEntropyResult> run_row_stats(const Plan& pl, const Line
   const auto* W = static_cast<const float*>(pl.w.data);
   const float* cw = o.class_weight;
   const double z = o.z_loss;
+  const std::int64_t nchunks = (N + kRows - 1) / kRows;
+  threads = static_cast<int>(std::clamp<std::int64_t>(nchunks, 1, threads));
   Buffer tbuf;
   float* hts = tbuf.get(static_cast<std::size_t>(threads * kRows * D));
-  const std::int64_t nchunks = (N + kRows - 1) / kRows;
-  NeumaierSum ce_half[2], z_half[2];
-  std::int64_t correct_half[2] = {0, 0};
-  bool bad[2] = {false, false};
+  // Each chunk's sums on their own, added in chunk order at the end: the
+  // same bits whichever thread ran which chunk.
+  std::vector<ChunkSums> sums(static_cast<std::size_t>(nchunks));
+  std::atomic<bool> bad{false};
 #pragma omp parallel num_threads(threads)
   {
-    const int t = omp_get_thread_num(), T = omp_get_num_threads();
-    float* ht = hts + t * kRows * D;
-    for (int h = 0; h < 2; ++h) {
-      if (h % T != t) continue;
-      for (std::int64_t k = h; k < nchunks && !bad[h]; k += 2) {
-        const std::int64_t r0 = k * kRows, c = std::min(kRows, N - r0);
-        alignas(64) std::int32_t tg[kRows];
-        for (std::int64_t i = 0; i < kRows; ++i) tg[i] = i < c ? static_cast<std::int32_t>(pl.tgt(r0 + i)) : -1;
-        cpu::ChunkRowStats cs;
-        cpu::chunk_row_stats(c, V, D, H + r0 * pl.hs, pl.hs, W, pl.wst, pl.bias, tg, o.compute_accuracy, ht, &cs);
-        for (std::int64_t i = 0; i < c; ++i) {
-          const std::int64_t n = r0 + i, y = tg[i];
-          const double m = cs.m[i], sm1 = cs.sm1[i];
-          if (y >= 0 && !(std::isfinite(m) && std::isfinite(sm1))) {  // NaN, +inf, all -inf
-            bad[h] = true;
-            break;
-          }
-          const double l = m + std::log1p(sm1);
-          if (out.row_lse) out.row_lse[n] = static_cast<float>(l);
-          double row = 0;
-          if (y >= 0) {
-            // (m − z_y) is exact: a confident row's loss keeps log1p's
-            // relative accuracy.
-            const double ce = (cw ? cw[y] : 1.0) * ((m - cs.zt[i]) + std::log1p(sm1));
-            const double zl = z * l * l;
-            ce_half[h].add(ce);
-            z_half[h].add(zl);
-            row = ce + zl;
-            if (o.compute_accuracy && cs.argmax[i] == y) ++correct_half[h];
-          }
-          if (out.row_loss) out.row_loss[n] = static_cast<float>(row);
+    float* ht = hts + omp_get_thread_num() * kRows * D;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t k = 0; k < nchunks; ++k) {
+      if (bad.load(std::memory_order_relaxed)) continue;
+      const std::int64_t r0 = k * kRows, c = std::min(kRows, N - r0);
+      alignas(64) std::int32_t tg[kRows];
+      for (std::int64_t i = 0; i < kRows; ++i) tg[i] = i < c ? static_cast<std::int32_t>(pl.tgt(r0 + i)) : -1;
+      cpu::ChunkRowStats cs;
+      cpu::chunk_row_stats(c, V, D, H + r0 * pl.hs, pl.hs, W, pl.wst, pl.bias, tg, o.compute_accuracy, ht, &cs);
+      NeumaierSum ce_k, z_k;
+      std::int64_t correct_k = 0;
+      for (std::int64_t i = 0; i < c; ++i) {
+        const std::int64_t n = r0 + i, y = tg[i];
+        const double m = cs.m[i], sm1 = cs.sm1[i];
+        if (y >= 0 && !(std::isfinite(m) && std::isfinite(sm1))) {  // NaN, +inf, all -inf
+          bad.store(true, std::memory_order_relaxed);
+          break;
         }
+        const double l = m + std::log1p(sm1);
+        if (out.row_lse) out.row_lse[n] = static_cast<float>(l);
+        double row = 0;
+        if (y >= 0) {
+          // (m − z_y) is exact: a confident row's loss keeps log1p's
+          // relative accuracy.
+          const double ce = (cw ? cw[y] : 1.0) * ((m - cs.zt[i]) + std::log1p(sm1));
+          const double zl = z * l * l;
+          ce_k.add(ce);
+          z_k.add(zl);
+          row = ce + zl;
+          if (o.compute_accuracy && cs.argmax[i] == y) ++correct_k;
+        }
+        if (out.row_loss) out.row_loss[n] = static_cast<float>(row);
       }
+      sums[static_cast<std::size_t>(k)] = {ce_k.value(), z_k.value(), correct_k};
     }
   }
-  if (bad[0] || bad[1]) return std::nullopt;
+  if (bad.load()) return std::nullopt;
   LinearCrossEntropyResult res;
   res.algorithm = Algo::kTokenChunked;
   res.chunk_rows = kRows;
   res.tile_cols = V;
-  res.buffer_bytes = static_cast<std::size_t>(threads * kRows * D) * 4;
+  res.buffer_bytes = static_cast<std::size_t>(threads * kRows * D) * 4 + sums.size() * sizeof(ChunkSums);
   res.own_products = true;
   NeumaierSum ce_sum, z_sum;
-  for (int h = 0; h < 2; ++h) {
-    ce_sum.add(ce_half[h].value());
-    z_sum.add(z_half[h].value());
-    res.correct += correct_half[h];
+  for (const ChunkSums& k : sums) {
+    ce_sum.add(k.ce);
+    z_sum.add(k.zl);
+    res.correct += k.correct;
   }
   finish_result(pl, ce_sum.value(), z > 0 ? z_sum.value() : 0.0, res);
   return res;
@@ -553,7 +568,7 @@ LinearCrossEntropyResult run_token_chunked(const Plan& pl, const Targets& target
   std::int64_t nb = pl.opt->chunk_rows;
   if (nb == 0) nb = default_chunk_rows(pl, budget, &own);
   nb = std::clamp<std::int64_t>(nb, 1, std::max<std::int64_t>(N, 1));
-  if (const int T = std::min(nt, 2); row_stats_eligible(pl, nb, own, budget, T))
+  if (const int T = row_stats_threads(pl, nb, own, budget, nt); T > 0)
     if (auto r = run_row_stats(pl, out, T)) return *r;
   // bfloat16 weight: converted in vocabulary sub-tiles of ≤ budget/4 bytes.
   std::int64_t vs = V;

@@ -39,7 +39,8 @@
 // our kernels, no label smoothing / softcap / temperature / focal) stores no
 // logits at all: 16-row chunks whose per-row max, Σexp, target logit and
 // argmax are folded while the logits are in registers (chunk_rows reports
-// 16; memory one transposed 16-row chunk of hidden per thread, ≤ 2 threads).
+// 16; memory one transposed 16-row chunk of hidden per thread, as many
+// threads as the budget holds).
 #pragma once
 
 #include <cstddef>
