@@ -457,15 +457,16 @@ struct ChunkSums {
 
 // The threads run_row_stats may use for an evaluation call whose token
 // chunks would be small (< 16 rows, the dot-product form), 0 where it may
-// not run: float32 inputs on our kernels, the default chunk, options whose
+// not run: float32 inputs on our kernels, the default chunk, V < 2^24
+// (cpu::chunk_row_stats' limit), options whose
 // row loss needs only the row's (max, Σexp, target logit, argmax), and per
 // thread one transposed 16-row chunk of hidden within the budget (beside
 // the per-chunk sums), at most nt.
 int row_stats_threads(const Plan& pl, std::int64_t nb, bool own, std::size_t budget, int nt) {
   const CrossEntropyOptions& o = *pl.o;
-  if (pl.grad || !own || pl.opt->chunk_rows != 0 || nb >= cpu::kSmallChunkRows || pl.h.dtype != DType::kF32 ||
-      pl.w.dtype != DType::kF32 || o.softcap != 0 || o.temperature != 1.0 || o.focal_gamma != 0 ||
-      o.label_smoothing != 0)
+  if (pl.grad || !own || pl.opt->chunk_rows != 0 || nb >= cpu::kSmallChunkRows || pl.V >= (1 << 24) ||
+      pl.h.dtype != DType::kF32 || pl.w.dtype != DType::kF32 || o.softcap != 0 || o.temperature != 1.0 ||
+      o.focal_gamma != 0 || o.label_smoothing != 0)
     return 0;
   const auto sums =
       static_cast<std::size_t>((pl.N + cpu::kStatsChunkRows - 1) / cpu::kStatsChunkRows) * sizeof(ChunkSums);
@@ -482,9 +483,9 @@ int row_stats_threads(const Plan& pl, std::int64_t nb, bool own, std::size_t bud
 // docs/performance.md).
 // Chunks are handed to the threads dynamically; each chunk's sums are kept
 // apart and added in chunk order at the end: the same bits for any thread
-// count. Returns nullopt where an active row has a non-finite logit (or
-// only -inf): the caller then runs the chunked path, whose loss names the
-// row.
+// count. Returns nullopt where an active row has a NaN or +inf logit, or
+// only -inf ones: the caller then runs the chunked path, whose loss names
+// the row.
 std::optional<LinearCrossEntropyResult> run_row_stats(const Plan& pl, const LinearCrossEntropyOutputs& out,
                                                       int threads) {
   const std::int64_t N = pl.N, D = pl.D, V = pl.V;
@@ -522,7 +523,12 @@ std::optional<LinearCrossEntropyResult> run_row_stats(const Plan& pl, const Line
           bad.store(true, std::memory_order_relaxed);
           break;
         }
-        const double l = m + std::log1p(sm1);
+        // An ignored row is not inspected, but its lse is what
+        // cross_entropy_loss writes: NaN for a NaN or +inf logit, -inf
+        // where every logit is -inf.
+        const double l = std::isfinite(m) || m == -std::numeric_limits<double>::infinity()
+                             ? m + std::log1p(sm1)
+                             : std::numeric_limits<double>::quiet_NaN();
         if (out.row_lse) out.row_lse[n] = static_cast<float>(l);
         double row = 0;
         if (y >= 0) {

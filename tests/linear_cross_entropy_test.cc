@@ -771,17 +771,83 @@ TEST(LinearCeRowStats, EvaluationWithoutLogits) {
       linear_cross_entropy(q.hidden(), q.weight(), nullptr, Targets::Index(q.targets.data()),
                            LinearCrossEntropyOptions{});
     }, ErrorCode::kNonFinite, "in the token chunk of rows [136, 140)");
-    // Ignored, the same row is not inspected (as in cross_entropy_loss).
+    // Ignored, the same row is not inspected (as in cross_entropy_loss), and
+    // its lse is NaN, as cross_entropy_loss writes it.
     q.targets[137] = -100;
-    std::vector<float> rl(300);
+    std::vector<float> rl(300), lse(300);
     LinearCrossEntropyOutputs out;
     out.row_loss = rl.data();
+    out.row_lse = lse.data();
     const auto r = linear_cross_entropy(q.hidden(), q.weight(), nullptr, Targets::Index(q.targets.data()),
                                         LinearCrossEntropyOptions{}, out);
     EXPECT_EQ(r.chunk_rows, 16);
     EXPECT_EQ(r.count, 299);
     EXPECT_TRUE(std::isfinite(r.loss));
     EXPECT_EQ(rl[137], 0.0f);
+    EXPECT_TRUE(std::isnan(lse[137]));
+    EXPECT_TRUE(std::isfinite(lse[136]));
+  }
+  {  // Tied maxima: the argmax is the first of them (PyTorch's argmax), in
+     // another tile (classes 70 and 150) and in one 6-class block (72, 73).
+    for (auto [first, second] : {std::pair{70, 150}, {72, 73}}) {
+      Problem p = make_problem(300, 24, 1000, true, DType::kF32, 1.0, 79);
+      for (std::int64_t k = 0; k < p.D; ++k) p.w[second * p.D + k] = p.w[first * p.D + k];
+      p.bias[first] = p.bias[second] = 40.0f;
+      std::int64_t want = 0;
+      for (std::int64_t n = 0; n < p.N; ++n) {
+        // (Unequal counts: the last of the tied classes would count another number.)
+        p.targets[n] = n % 4 == 0 ? first : n % 4 == 3 ? 5 : second;
+        want += n % 4 == 0;
+      }
+      LinearCrossEntropyOptions lo;
+      lo.loss.compute_accuracy = true;
+      const Got g = run(p, lo, false);
+      ASSERT_EQ(g.res.chunk_rows, 16);
+      EXPECT_EQ(g.res.correct, want) << first << " " << second;
+    }
+  }
+}
+
+// cpu::chunk_row_stats directly: every lane against a long-double
+// evaluation of its row, lanes past c zero rows, a NaN in one row.
+TEST(LinearCeRowStats, KernelLanes) {
+  if (!cpu::chunk_gemm_supported()) GTEST_SKIP() << "no AVX-512F";
+  const std::int64_t c = 11, D = 13, V = 101;
+  Problem p = make_problem(c, D, V, true, DType::kF32, 4.0, 83);
+  p.h[4 * p.hstride + 2] = std::nanf("");
+  alignas(64) std::int32_t tg[16];
+  for (int i = 0; i < 16; ++i) tg[i] = i < c ? static_cast<std::int32_t>((i * 37) % V) : -1;
+  std::unique_ptr<float[], void (*)(float*)> ht(
+      static_cast<float*>(::operator new[](16 * D * sizeof(float), std::align_val_t{64})),
+      [](float* q) { ::operator delete[](q, std::align_val_t{64}); });
+  cpu::ChunkRowStats cs;
+  cpu::chunk_row_stats(c, V, D, p.h.data(), p.hstride, p.w.data(), D, p.bias.data(), tg, true, ht.get(), &cs);
+  for (std::int64_t i = 0; i < 16; ++i) {
+    SCOPED_TRACE(i);
+    if (i == 4) {
+      EXPECT_TRUE(std::isnan(cs.sm1[i]));
+      continue;
+    }
+    std::vector<Real> z(static_cast<std::size_t>(V));
+    Real m = -1e300;
+    std::int64_t arg = 0;
+    for (std::int64_t v = 0; v < V; ++v) {
+      Real acc = p.bias[v];
+      if (i < c)
+        for (std::int64_t k = 0; k < D; ++k) acc += p.H(i, k) * p.W(v, k);
+      z[v] = acc;
+      if (acc > m) {
+        m = acc;
+        arg = v;
+      }
+    }
+    Real sm1 = -1;
+    for (Real x : z) sm1 += std::exp(x - m);
+    EXPECT_NEAR(cs.m[i], static_cast<double>(m), 1e-5 * std::max<double>(1.0, std::fabs(static_cast<double>(m))));
+    EXPECT_NEAR(cs.sm1[i], static_cast<double>(sm1), 2e-5 * std::max<double>(1.0, static_cast<double>(sm1)));
+    EXPECT_EQ(cs.argmax[i], arg);
+    if (i < c) EXPECT_NEAR(cs.zt[i], static_cast<double>(z[tg[i]]), 1e-5 * std::max(1.0, std::fabs(static_cast<double>(z[tg[i]]))));
+    else EXPECT_EQ(cs.zt[i], 0.0f);
   }
 }
 

@@ -675,7 +675,8 @@ constexpr i64 kStatsTile = 48;  // classes per tile (8 blocks of 6)
 
 struct StatsLanes {
   __m512 m;          // running maximum
-  __m512 ones;       // how many logits so far equal m (their exp terms, exactly 1 each)
+  __m512 ones;       // how many logits so far equal m (their exp terms, exactly 1 each;
+                     // while m is -inf, the -inf logits: rescaled by 0 when m grows)
   __m512d rest[2];   // Σ exp(z − m) over the others (lanes 0–7, 8–15)
   __m512 zt;         // the target's logit
   __m512i target;    // the target class (−1: none)
