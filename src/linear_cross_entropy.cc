@@ -457,11 +457,11 @@ struct ChunkSums {
 
 // The threads run_row_stats may use for an evaluation call whose token
 // chunks would be small (< 16 rows, the dot-product form), 0 where it may
-// not run: float32 inputs on our kernels, the default chunk, V < 2^24
-// (cpu::chunk_row_stats' limit), options whose
-// row loss needs only the row's (max, Σexp, target logit, argmax), and per
-// thread one transposed 16-row chunk of hidden within the budget (beside
-// the per-chunk sums), at most nt.
+// not run. It needs float32 inputs on our kernels, the default chunk,
+// V < 2^24 (cpu::chunk_row_stats' limit), options whose row loss needs only
+// the row's (max, Σexp, target logit, argmax), and per thread one
+// transposed 16-row chunk of hidden within the budget (beside the per-chunk
+// sums); at most nt threads.
 int row_stats_threads(const Plan& pl, std::int64_t nb, bool own, std::size_t budget, int nt) {
   const CrossEntropyOptions& o = *pl.o;
   if (pl.grad || !own || pl.opt->chunk_rows != 0 || nb >= cpu::kSmallChunkRows || pl.V >= (1 << 24) ||
