@@ -95,11 +95,14 @@ struct Plan {
   const void* targets = nullptr;
   bool t64 = true;
   std::int64_t ignore_index = -100;
+  // Row r's target as given.
+  std::int64_t target(std::int64_t r) const {
+    return t64 ? static_cast<const std::int64_t*>(targets)[r] : static_cast<const std::int32_t*>(targets)[r];
+  }
   // Row r's target class, or -1 where it is ignored (once make_plan has
   // validated them: no other negative value is left).
   std::int64_t tgt(std::int64_t r) const {
-    const std::int64_t t = t64 ? static_cast<const std::int64_t*>(targets)[r]
-                               : static_cast<const std::int32_t*>(targets)[r];
+    const std::int64_t t = target(r);
     return t == ignore_index ? -1 : t;
   }
   const LinearCrossEntropyOptions* opt = nullptr;
@@ -361,8 +364,7 @@ Plan make_plan(const MatrixView& hidden, const MatrixView& weight, const float* 
   pl.ignore_index = o.ignore_index;
   NeumaierSum ws;
   for (std::int64_t r = 0; r < pl.N; ++r) {
-    const std::int64_t t = pl.t64 ? static_cast<const std::int64_t*>(pl.targets)[r]
-                                  : static_cast<const std::int32_t*>(pl.targets)[r];
+    const std::int64_t t = pl.target(r);
     if (t == o.ignore_index) continue;
     if (t < 0 || t >= pl.V)
       fail(ErrorCode::kTargetOutOfRange,
@@ -526,15 +528,16 @@ std::optional<LinearCrossEntropyResult> run_row_stats(const Plan& pl, const Line
         // An ignored row is not inspected, but its lse is what
         // cross_entropy_loss writes: NaN for a NaN or +inf logit, -inf
         // where every logit is -inf.
+        const double log_s = std::log1p(sm1);
         const double l = std::isfinite(m) || m == -std::numeric_limits<double>::infinity()
-                             ? m + std::log1p(sm1)
+                             ? m + log_s
                              : std::numeric_limits<double>::quiet_NaN();
         if (out.row_lse) out.row_lse[n] = static_cast<float>(l);
         double row = 0;
         if (y >= 0) {
           // (m − z_y) is exact: a confident row's loss keeps log1p's
           // relative accuracy.
-          const double ce = (cw ? cw[y] : 1.0) * ((m - cs.zt[i]) + std::log1p(sm1));
+          const double ce = (cw ? cw[y] : 1.0) * ((m - cs.zt[i]) + log_s);
           const double zl = z * l * l;
           ce_k.add(ce);
           z_k.add(zl);
