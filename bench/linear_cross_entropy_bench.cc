@@ -76,23 +76,19 @@ using xent::LinearCrossEntropyAlgorithm;
 
 double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
 
-long status_kib(const char* key) {
-  std::ifstream f("/proc/self/status");
+// The value (KiB) of the line starting with `key` in a /proc file, -1 if
+// none.
+long proc_kib(const char* file, const char* key) {
+  std::ifstream f(file);
   std::string line;
   const std::size_t kl = std::strlen(key);
   while (std::getline(f, line))
-    if (line.compare(0, kl, key) == 0) return std::atol(line.c_str() + kl + 1);
+    if (line.compare(0, kl, key) == 0) return std::atol(line.c_str() + kl);
   return -1;
 }
-
+long status_kib(const char* key) { return proc_kib("/proc/self/status", key); }
 // Resident memory, exact (smaps walks the page tables), KiB.
-long smaps_rss_kib() {
-  std::ifstream f("/proc/self/smaps_rollup");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.compare(0, 4, "Rss:") == 0) return std::atol(line.c_str() + 4);
-  return -1;
-}
+long smaps_rss_kib() { return proc_kib("/proc/self/smaps_rollup", "Rss:"); }
 
 bool reset_hwm() {
   std::ofstream f("/proc/self/clear_refs");
