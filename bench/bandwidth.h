@@ -4,6 +4,9 @@
 //   copy:   dst = src with streaming stores (bytes = 2·n·4)
 //   row-wise ceiling: per row, read the row, then rewrite it from cache into
 //           dst with streaming stores — a fused per-row kernel minus the math.
+//   pipelined rows: per row r, read row r and rewrite row r − 1 from cache
+//           (streaming stores), one whole row after the other (grain 0) or
+//           alternating every `grain` floats (bench/memory_patterns.cc).
 #pragma once
 
 #include <cstddef>
@@ -13,5 +16,7 @@ namespace xent::bench {
 double ReadSum(const float* src, std::size_t n, int threads);
 void StreamCopy(const float* src, float* dst, std::size_t n, int threads);
 double RowCeiling(const float* src, float* dst, std::size_t rows, std::size_t cols, int threads);
+double PipelinedRows(const float* src, float* dst, std::size_t rows, std::size_t cols, std::size_t grain,
+                     int threads);
 
 }  // namespace xent::bench
