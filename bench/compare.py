@@ -31,9 +31,9 @@ import time
 
 SHAPES = [
     (4096, 32000, "ceiling,fwd,fwdbwd,inplace,fresh,ls,soft,bce"),
-    (8192, 50257, "ceiling,fwd,fwdbwd,ls"),
-    (2048, 128256, "ceiling,fwd,fwdbwd,soft"),
-    (65536, 1000, "ceiling,fwd,fwdbwd,ls,soft,bce"),
+    (8192, 50257, "ceiling,fwd,fwdbwd,inplace,ls"),
+    (2048, 128256, "ceiling,fwd,fwdbwd,inplace,soft"),
+    (65536, 1000, "ceiling,fwd,fwdbwd,inplace,ls,soft,bce"),
     (1048576, 10, "ceiling,fwd,fwdbwd,ls,soft,bce"),
     (1, 262144, "ceiling,fwd,fwdbwd"),
 ]
