@@ -103,12 +103,73 @@ double RowCeilingImpl(const float* src, float* dst, size_t rows, size_t cols, in
   return total;
 }
 
+// x after kFmas dependent multiply-adds: a stand-in for a kernel's
+// arithmetic per vector (memory_patterns --fmas; a compile-time count, so
+// that no loop overhead comes with it).
+template <int kFmas, class D>
+HWY_INLINE hn::Vec<D> Work(D d, hn::Vec<D> x) {
+  const auto c1 = hn::Set(d, 0.999f), c0 = hn::Set(d, 0.001f);
+  for (int k = 0; k < kFmas; ++k) x = hn::MulAdd(x, c1, c0);
+  return x;
+}
+
+// SumRange and StreamRange with Work<kFmas> on every vector.
+template <int kFmas>
+double SumRangeWorkT(const float* HWY_RESTRICT src, size_t n) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  auto a0 = hn::Zero(d), a1 = hn::Zero(d);
+  size_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    a0 = hn::Add(a0, Work<kFmas>(d, hn::LoadU(d, src + i)));
+    a1 = hn::Add(a1, Work<kFmas>(d, hn::LoadU(d, src + i + L)));
+  }
+  double s = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1)));
+  for (; i < n; ++i) s += src[i];
+  return s;
+}
+template <int kFmas>
+void StreamRangeWorkT(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  size_t i = 0;
+  while (i < n && reinterpret_cast<uintptr_t>(dst + i) % (L * sizeof(float)) != 0) {
+    dst[i] = src[i];
+    ++i;
+  }
+  for (; i + 2 * L <= n; i += 2 * L) {
+    hn::Stream(Work<kFmas>(d, hn::LoadU(d, src + i)), d, dst + i);
+    hn::Stream(Work<kFmas>(d, hn::LoadU(d, src + i + L)), d, dst + i + L);
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+}
+// fmas ∈ {0, 4, 8, 12, 16} (memory_patterns checks); 0: the plain kernels.
+double SumRangeWork(const float* HWY_RESTRICT src, size_t n, int fmas) {
+  switch (fmas) {
+    case 4: return SumRangeWorkT<4>(src, n);
+    case 8: return SumRangeWorkT<8>(src, n);
+    case 12: return SumRangeWorkT<12>(src, n);
+    case 16: return SumRangeWorkT<16>(src, n);
+    default: return SumRange(src, n);
+  }
+}
+void StreamRangeWork(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n, int fmas) {
+  switch (fmas) {
+    case 4: return StreamRangeWorkT<4>(src, dst, n);
+    case 8: return StreamRangeWorkT<8>(src, dst, n);
+    case 12: return StreamRangeWorkT<12>(src, dst, n);
+    case 16: return StreamRangeWorkT<16>(src, dst, n);
+    default: return StreamRange(src, dst, n);
+  }
+}
+
 // Each thread takes a contiguous range of rows; for each row r it sums row
 // r and streams row r − 1 (read earlier, now in cache) into dst: whole rows
 // one after the other when grain = 0 (what the loss does for V ≥ 4096: the
 // statistics of a row, then the previous row's gradient), else alternating
 // every `grain` floats, so that the read and the write streams run together.
-double PipelinedRowsImpl(const float* src, float* dst, size_t rows, size_t cols, size_t grain, int threads) {
+double PipelinedRowsImpl(const float* src, float* dst, size_t rows, size_t cols, size_t grain, int fmas,
+                         int threads) {
   double total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
   {
@@ -118,21 +179,21 @@ double PipelinedRowsImpl(const float* src, float* dst, size_t rows, size_t cols,
     for (size_t r = r0; r <= r1 && r0 < r1; ++r) {
       const float* in = src + r * cols;  // row r (read)
       if (r == r0) {
-        total += SumRange(in, cols);
+        total += SumRangeWork(in, cols, fmas);
         continue;
       }
       const float* prev = src + (r - 1) * cols;  // row r − 1 (rewritten)
       float* out = dst + (r - 1) * cols;
       if (r == r1) {
-        StreamRange(prev, out, cols);
+        StreamRangeWork(prev, out, cols, fmas);
       } else if (grain == 0) {
-        total += SumRange(in, cols);
-        StreamRange(prev, out, cols);
+        total += SumRangeWork(in, cols, fmas);
+        StreamRangeWork(prev, out, cols, fmas);
       } else {
         for (size_t a = 0; a < cols; a += grain) {
           const size_t m = std::min(grain, cols - a);
-          total += SumRange(in + a, m);
-          StreamRange(prev + a, out + a, m);
+          total += SumRangeWork(in + a, m, fmas);
+          StreamRangeWork(prev + a, out + a, m, fmas);
         }
       }
     }
@@ -161,8 +222,8 @@ double RowCeiling(const float* src, float* dst, std::size_t rows, std::size_t co
   return HWY_DYNAMIC_DISPATCH(RowCeilingImpl)(src, dst, rows, cols, threads);
 }
 double PipelinedRows(const float* src, float* dst, std::size_t rows, std::size_t cols, std::size_t grain,
-                     int threads) {
-  return HWY_DYNAMIC_DISPATCH(PipelinedRowsImpl)(src, dst, rows, cols, grain, threads);
+                     int fmas, int threads) {
+  return HWY_DYNAMIC_DISPATCH(PipelinedRowsImpl)(src, dst, rows, cols, grain, fmas, threads);
 }
 }  // namespace xent::bench
 #endif

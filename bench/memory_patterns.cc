@@ -2,16 +2,18 @@
 // write N×V) moved in different orders, without arithmetic, side by side in
 // one run, to tell what the order alone costs:
 //
-//   memory_patterns [--shape NxV] [--threads T] [--rounds R]
-//                                              (default 4096x32000, 2, 3)
+//   memory_patterns [--shape NxV] [--threads T] [--rounds R] [--fmas K]
+//                                              (default 4096x32000, 2, 3, 0)
 //
 // Prints GB/s (bytes = 2·N·V·4; best of R rounds of 5 calls, the patterns
 // alternated within each round) for: the streaming copy; the row-wise
 // ceiling of bench/compare.py (read a row, then rewrite it); pipelined rows
 // (read row r, then rewrite row r − 1, as the loss does for V ≥ 4096); and
 // pipelined rows alternating every 128 to 4096 floats (when V is a multiple
-// of 16, so that every piece streams from an aligned start). See
-// docs/performance.md,
+// of 16, so that every piece streams from an aligned start). With --fmas K,
+// the pipelined patterns do K dependent multiply-adds on every vector of
+// both streams, a stand-in for a fused kernel's arithmetic (the copy and the
+// row-wise ceiling stay without). See docs/performance.md,
 // "The memory pattern of forward+backward".
 #include <omp.h>
 
@@ -28,7 +30,7 @@
 
 int main(int argc, char** argv) {
   std::size_t N = 4096, V = 32000;
-  int threads = 2, rounds = 3;
+  int threads = 2, rounds = 3, fmas = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--shape" && i + 1 < argc && std::sscanf(argv[i + 1], "%zux%zu", &N, &V) == 2 && N > 0 && V > 0) {
@@ -37,8 +39,11 @@ int main(int argc, char** argv) {
       threads = std::atoi(argv[++i]);
     } else if (a == "--rounds" && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
       rounds = std::atoi(argv[++i]);
+    } else if (a == "--fmas" && i + 1 < argc && std::atoi(argv[i + 1]) % 4 == 0 && std::atoi(argv[i + 1]) >= 0 &&
+               std::atoi(argv[i + 1]) <= 16) {
+      fmas = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--shape NxV] [--threads T] [--rounds R]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--shape NxV] [--threads T] [--rounds R] [--fmas K (0, 4, 8, 12 or 16)]\n", argv[0]);
       return 2;
     }
   }
@@ -81,12 +86,13 @@ int main(int argc, char** argv) {
         else if (g == kRowWise)
           sink = sink + xent::bench::RowCeiling(src.get(), dst.get(), N, V, threads);
         else
-          sink = sink + xent::bench::PipelinedRows(src.get(), dst.get(), N, V, g, threads);
+          sink = sink + xent::bench::PipelinedRows(src.get(), dst.get(), N, V, g, fmas, threads);
         best[k] = std::min(best[k], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
     }
   }
-  std::printf("%zux%zu float32, %d threads, bytes = 2·N·V·4, best of %d rounds × 5\n", N, V, threads, rounds);
+  std::printf("%zux%zu float32, %d threads, bytes = 2·N·V·4, best of %d rounds × 5, %d multiply-adds per vector\n", N,
+              V, threads, rounds, fmas);
   const double bytes = 2.0 * static_cast<double>(n) * sizeof(float);
   for (std::size_t k = 0; k < patterns.size(); ++k) {
     if (patterns[k].grain != kCopy && patterns[k].grain != kRowWise && patterns[k].grain != 0 && !aligned) {
