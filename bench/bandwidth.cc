@@ -32,8 +32,20 @@ double SumRange(const float* HWY_RESTRICT src, size_t n) {
   return s;
 }
 
-// dst = src with non-temporal stores where dst is vector-aligned.
-void StreamRange(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n) {
+// x after kFmas dependent multiply-adds: a stand-in for a kernel's
+// arithmetic per vector (memory_patterns --fmas; a compile-time count, so
+// that no loop overhead comes with it).
+template <int kFmas, class D>
+HWY_INLINE hn::Vec<D> Work(D d, hn::Vec<D> x) {
+  const auto c1 = hn::Set(d, 0.999f), c0 = hn::Set(d, 0.001f);
+  for (int k = 0; k < kFmas; ++k) x = hn::MulAdd(x, c1, c0);
+  return x;
+}
+
+// dst = Work<kFmas>(src) with non-temporal stores where dst is vector-aligned
+// (kFmas = 0: a copy).
+template <int kFmas>
+void StreamRangeWorkT(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n) {
   const hn::ScalableTag<float> d;
   const size_t L = hn::Lanes(d);
   size_t i = 0;
@@ -42,10 +54,13 @@ void StreamRange(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t 
     ++i;
   }
   for (; i + 2 * L <= n; i += 2 * L) {
-    hn::Stream(hn::LoadU(d, src + i), d, dst + i);
-    hn::Stream(hn::LoadU(d, src + i + L), d, dst + i + L);
+    hn::Stream(Work<kFmas>(d, hn::LoadU(d, src + i)), d, dst + i);
+    hn::Stream(Work<kFmas>(d, hn::LoadU(d, src + i + L)), d, dst + i + L);
   }
   for (; i < n; ++i) dst[i] = src[i];
+}
+void StreamRange(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n) {
+  StreamRangeWorkT<0>(src, dst, n);
 }
 
 double ReadSumImpl(const float* src, size_t n, int threads) {
@@ -103,17 +118,7 @@ double RowCeilingImpl(const float* src, float* dst, size_t rows, size_t cols, in
   return total;
 }
 
-// x after kFmas dependent multiply-adds: a stand-in for a kernel's
-// arithmetic per vector (memory_patterns --fmas; a compile-time count, so
-// that no loop overhead comes with it).
-template <int kFmas, class D>
-HWY_INLINE hn::Vec<D> Work(D d, hn::Vec<D> x) {
-  const auto c1 = hn::Set(d, 0.999f), c0 = hn::Set(d, 0.001f);
-  for (int k = 0; k < kFmas; ++k) x = hn::MulAdd(x, c1, c0);
-  return x;
-}
-
-// SumRange and StreamRange with Work<kFmas> on every vector.
+// SumRange with Work<kFmas> on every vector.
 template <int kFmas>
 double SumRangeWorkT(const float* HWY_RESTRICT src, size_t n) {
   const hn::ScalableTag<float> d;
@@ -127,21 +132,6 @@ double SumRangeWorkT(const float* HWY_RESTRICT src, size_t n) {
   double s = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1)));
   for (; i < n; ++i) s += src[i];
   return s;
-}
-template <int kFmas>
-void StreamRangeWorkT(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n) {
-  const hn::ScalableTag<float> d;
-  const size_t L = hn::Lanes(d);
-  size_t i = 0;
-  while (i < n && reinterpret_cast<uintptr_t>(dst + i) % (L * sizeof(float)) != 0) {
-    dst[i] = src[i];
-    ++i;
-  }
-  for (; i + 2 * L <= n; i += 2 * L) {
-    hn::Stream(Work<kFmas>(d, hn::LoadU(d, src + i)), d, dst + i);
-    hn::Stream(Work<kFmas>(d, hn::LoadU(d, src + i + L)), d, dst + i + L);
-  }
-  for (; i < n; ++i) dst[i] = src[i];
 }
 // fmas ∈ {0, 4, 8, 12, 16} (memory_patterns checks); 0: the plain kernels.
 double SumRangeWork(const float* HWY_RESTRICT src, size_t n, int fmas) {
