@@ -1,6 +1,6 @@
 // memory_patterns: the bytes of a fused forward+backward (read N×V float32,
-// write N×V) moved in different orders, without arithmetic, side by side in
-// one run, to tell what the order alone costs:
+// write N×V) moved in different orders, side by side in one run, to tell
+// what the order costs, with no arithmetic or with a stand-in for it:
 //
 //   memory_patterns [--shape NxV] [--threads T] [--rounds R] [--fmas K]
 //                                              (default 4096x32000, 2, 3, 0)
@@ -18,6 +18,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,20 +29,36 @@
 #include "bandwidth.h"
 #include "hwy/aligned_allocator.h"
 
+// The whole of `s` as an integer in [lo, hi], or false.
+bool parse_int(const char* s, long lo, long hi, long* out) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
 int main(int argc, char** argv) {
   std::size_t N = 4096, V = 32000;
-  int threads = 2, rounds = 3, fmas = 0;
+  long threads = 2, rounds = 3, fmas = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--shape" && i + 1 < argc && std::sscanf(argv[i + 1], "%zux%zu", &N, &V) == 2 && N > 0 && V > 0) {
+    const char* next = i + 1 < argc ? argv[i + 1] : "";
+    long rows = 0, cols = 0;
+    const std::string sv = next;
+    const std::size_t x = sv.find('x');
+    if (a == "--shape" && x != std::string::npos && parse_int(sv.substr(0, x).c_str(), 1, 1L << 30, &rows) &&
+        parse_int(sv.substr(x + 1).c_str(), 1, 1L << 30, &cols) && rows * cols <= (1L << 34)) {
+      N = static_cast<std::size_t>(rows);
+      V = static_cast<std::size_t>(cols);
       ++i;
-    } else if (a == "--threads" && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
-      threads = std::atoi(argv[++i]);
-    } else if (a == "--rounds" && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
-      rounds = std::atoi(argv[++i]);
-    } else if (a == "--fmas" && i + 1 < argc && std::atoi(argv[i + 1]) % 4 == 0 && std::atoi(argv[i + 1]) >= 0 &&
-               std::atoi(argv[i + 1]) <= 16) {
-      fmas = std::atoi(argv[++i]);
+    } else if (a == "--threads" && parse_int(next, 1, 1024, &threads)) {
+      ++i;
+    } else if (a == "--rounds" && parse_int(next, 1, 1000, &rounds)) {
+      ++i;
+    } else if (a == "--fmas" && parse_int(next, 0, 16, &fmas) && fmas % 4 == 0) {
+      ++i;
     } else {
       std::fprintf(stderr, "usage: %s [--shape NxV] [--threads T] [--rounds R] [--fmas K (0, 4, 8, 12 or 16)]\n", argv[0]);
       return 2;
@@ -75,24 +92,25 @@ int main(int argc, char** argv) {
   const bool aligned = V % 16 == 0;
   std::vector<double> best(patterns.size(), 1e30);
   volatile double sink = 0;
-  for (int round = 0; round < rounds; ++round) {
+  for (long round = 0; round < rounds; ++round) {
     for (std::size_t k = 0; k < patterns.size(); ++k) {
       for (int rep = 0; rep < 5; ++rep) {
         const auto t0 = std::chrono::steady_clock::now();
         const std::size_t g = patterns[k].grain;
         if (g != kCopy && g != kRowWise && g != 0 && !aligned) break;
         if (g == kCopy)
-          xent::bench::StreamCopy(src.get(), dst.get(), n, threads);
+          xent::bench::StreamCopy(src.get(), dst.get(), n, static_cast<int>(threads));
         else if (g == kRowWise)
-          sink = sink + xent::bench::RowCeiling(src.get(), dst.get(), N, V, threads);
+          sink = sink + xent::bench::RowCeiling(src.get(), dst.get(), N, V, static_cast<int>(threads));
         else
-          sink = sink + xent::bench::PipelinedRows(src.get(), dst.get(), N, V, g, fmas, threads);
+          sink = sink + xent::bench::PipelinedRows(src.get(), dst.get(), N, V, g, static_cast<int>(fmas),
+                                                   static_cast<int>(threads));
         best[k] = std::min(best[k], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
     }
   }
-  std::printf("%zux%zu float32, %d threads, bytes = 2·N·V·4, best of %d rounds × 5, %d multiply-adds per vector\n", N,
-              V, threads, rounds, fmas);
+  std::printf("%zux%zu float32, %ld threads, bytes = 2·N·V·4, best of %ld rounds × 5, %ld multiply-adds per vector\n",
+              N, V, threads, rounds, fmas);
   const double bytes = 2.0 * static_cast<double>(n) * sizeof(float);
   for (std::size_t k = 0; k < patterns.size(); ++k) {
     if (patterns[k].grain != kCopy && patterns[k].grain != kRowWise && patterns[k].grain != 0 && !aligned) {
