@@ -15,8 +15,6 @@
 // both streams, a stand-in for a fused kernel's arithmetic (the copy and the
 // row-wise ceiling stay without). See docs/performance.md,
 // "The memory pattern of forward+backward".
-#include <omp.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
