@@ -15,23 +15,6 @@ HWY_BEFORE_NAMESPACE();
 namespace xent::bench::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Σ src[0, n) with 4 independent accumulators (enough to saturate memory).
-double SumRange(const float* HWY_RESTRICT src, size_t n) {
-  const hn::ScalableTag<float> d;
-  const size_t L = hn::Lanes(d);
-  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-  size_t i = 0;
-  for (; i + 4 * L <= n; i += 4 * L) {
-    a0 = hn::Add(a0, hn::LoadU(d, src + i));
-    a1 = hn::Add(a1, hn::LoadU(d, src + i + L));
-    a2 = hn::Add(a2, hn::LoadU(d, src + i + 2 * L));
-    a3 = hn::Add(a3, hn::LoadU(d, src + i + 3 * L));
-  }
-  double s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-  for (; i < n; ++i) s += src[i];
-  return s;
-}
-
 // x after kFmas dependent multiply-adds: a stand-in for a kernel's
 // arithmetic per vector (memory_patterns --fmas; a compile-time count, so
 // that no loop overhead comes with it).
@@ -41,6 +24,26 @@ HWY_INLINE hn::Vec<D> Work(D d, hn::Vec<D> x) {
   for (int k = 0; k < kFmas; ++k) x = hn::MulAdd(x, c1, c0);
   return x;
 }
+
+// Σ Work<kFmas>(src[0, n)) with 4 independent accumulators (enough to
+// saturate memory; kFmas = 0: the plain sum).
+template <int kFmas>
+double SumRangeWorkT(const float* HWY_RESTRICT src, size_t n) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  size_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    a0 = hn::Add(a0, Work<kFmas>(d, hn::LoadU(d, src + i)));
+    a1 = hn::Add(a1, Work<kFmas>(d, hn::LoadU(d, src + i + L)));
+    a2 = hn::Add(a2, Work<kFmas>(d, hn::LoadU(d, src + i + 2 * L)));
+    a3 = hn::Add(a3, Work<kFmas>(d, hn::LoadU(d, src + i + 3 * L)));
+  }
+  double s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  for (; i < n; ++i) s += src[i];
+  return s;
+}
+double SumRange(const float* HWY_RESTRICT src, size_t n) { return SumRangeWorkT<0>(src, n); }
 
 // dst = Work<kFmas>(src) with non-temporal stores where dst is vector-aligned
 // (kFmas = 0: a copy).
@@ -118,21 +121,6 @@ double RowCeilingImpl(const float* src, float* dst, size_t rows, size_t cols, in
   return total;
 }
 
-// SumRange with Work<kFmas> on every vector.
-template <int kFmas>
-double SumRangeWorkT(const float* HWY_RESTRICT src, size_t n) {
-  const hn::ScalableTag<float> d;
-  const size_t L = hn::Lanes(d);
-  auto a0 = hn::Zero(d), a1 = hn::Zero(d);
-  size_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    a0 = hn::Add(a0, Work<kFmas>(d, hn::LoadU(d, src + i)));
-    a1 = hn::Add(a1, Work<kFmas>(d, hn::LoadU(d, src + i + L)));
-  }
-  double s = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1)));
-  for (; i < n; ++i) s += src[i];
-  return s;
-}
 // fmas ∈ {0, 4, 8, 12, 16} (memory_patterns checks); 0: the plain kernels.
 double SumRangeWork(const float* HWY_RESTRICT src, size_t n, int fmas) {
   switch (fmas) {
