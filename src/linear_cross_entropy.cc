@@ -501,8 +501,6 @@ std::optional<LinearCrossEntropyResult> run_row_stats(const Plan& pl, const Line
   threads = static_cast<int>(std::clamp<std::int64_t>(nchunks, 1, threads));
   Buffer tbuf;
   float* hts = tbuf.get(static_cast<std::size_t>(threads * kRows * D));
-  // Each chunk's sums on their own, added in chunk order at the end: the
-  // same bits whichever thread ran which chunk.
   std::vector<ChunkSums> sums(static_cast<std::size_t>(nchunks));
   std::atomic<bool> bad{false};
 #pragma omp parallel num_threads(threads)
