@@ -525,9 +525,10 @@ TEST(CrossEntropyLoss, SameBitsForAnyThreadCount) {
   CrossEntropyOptions o;
   o.label_smoothing = 0.1;
   o.z_loss = 1e-4;
-  // Many rows (row-parallel), few long rows (column chunks), and in between.
-  for (auto [n, v] : {std::pair<std::int64_t, std::int64_t>{700, 300}, {1, 200000}, {3, 70000}, {5, 40000},
-                      {20000, 10}}) {
+  // Many rows (row-parallel), few long rows (column chunks), and in between;
+  // every shape has ≥ 2^18 elements, below which one thread runs anyway.
+  for (auto [n, v] : {std::pair<std::int64_t, std::int64_t>{700, 400}, {1, 300000}, {3, 100000}, {5, 60000},
+                      {30000, 10}}) {
     const Buffer z = random_logits(DType::kF32, n, v, 3.0, 77);
     const auto t = random_targets(n, v, 78);
     const Bits b1 = run_threads(z, t, 1, o);
@@ -537,6 +538,55 @@ TEST(CrossEntropyLoss, SameBitsForAnyThreadCount) {
     const Bits s1 = run_threads(z, t, 1, o, &p);
     expect_same_bits(s1, run_threads(z, t, 2, o, &p));
     expect_same_bits(s1, run_threads(z, t, 3, o, &p));
+  }
+}
+
+// Few long rows (column chunks over threads) keep each chunk's exps for its
+// gradient in the gradient buffer itself, or in a buffer of their own where
+// the gradient is the logits (in place); a thread whose
+// share starts inside a row finds that row's chunk-0 maximum by itself.
+// Every placement gives the bits of one thread (the row-wise path for
+// N ≥ 2), and a strided gradient's padding is never written. (≥ 2^18
+// elements: below, one thread runs whatever is asked.)
+TEST(CrossEntropyLoss, SameBitsWhereverTheChunkExpsAreKept) {
+  CrossEntropyOptions o;
+  o.label_smoothing = 0.1;
+  o.z_loss = 1e-4;
+  for (auto [n, v] : {std::pair<std::int64_t, std::int64_t>{1, 300000}, {3, 100000}}) {
+    const Buffer z = random_logits(DType::kF32, n, v, 3.0, 81);
+    const auto t = random_targets(n, v, 82);
+    const Buffer p = random_soft(DType::kF32, n, v, 83);
+    for (const bool soft : {false, true}) {
+      SCOPED_TRACE(testing::Message() << n << "x" << v << (soft ? " soft" : " hard"));
+      const Bits one = run_threads(z, t, 1, o, soft ? &p : nullptr);
+      auto expect_grad = [&](const Buffer& g, const char* what) {
+        for (std::int64_t r = 0; r < n; ++r) {
+          EXPECT_EQ(std::memcmp(g.ptr(r, 0), one.grad.data() + r * v, static_cast<std::size_t>(v) * 4), 0)
+              << what << ", row " << r;
+          for (std::int64_t c = v; c < g.stride; ++c) ASSERT_TRUE(std::isnan(g.get(r, c))) << what;
+        }
+      };
+      for (const int threads : {2, 3}) {
+        SCOPED_TRACE(testing::Message() << threads << " threads");
+        CrossEntropyOptions ot = o;
+        ot.num_threads = threads;
+        const Targets tg = soft ? Targets::Soft(p.view()) : Targets::Index(t.data());
+        {  // a strided gradient of its own
+          Buffer g(DType::kF32, n, v, v + 16);
+          CrossEntropyOutputs outs;
+          outs.grad = g.mut();
+          EXPECT_EQ(cross_entropy_loss(z.view(), tg, ot, outs).loss, one.loss);
+          expect_grad(g, "strided");
+        }
+        {  // in place on the logits
+          Buffer zi = z;
+          CrossEntropyOutputs outs;
+          outs.grad = zi.mut();
+          EXPECT_EQ(cross_entropy_loss(zi.view(), tg, ot, outs).loss, one.loss);
+          expect_grad(zi, "in place on the logits");
+        }
+      }
+    }
   }
 }
 

@@ -224,6 +224,37 @@ struct StatsState {
   }
 };
 
+// max(init, z[0], ..., z[n−1]), one pass (Max skips NaN in some lanes:
+// callers learn of NaN and +inf elsewhere).
+template <class D>
+HWY_INLINE hn::TFromD<D> MaxFrom(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n, hn::TFromD<D> init) {
+  using T = hn::TFromD<D>;
+  const size_t L = hn::Lanes(d);
+  auto m0 = hn::Set(d, init), m1 = m0;
+  size_t j = 0;
+  for (; j + 2 * L <= n; j += 2 * L) {
+    m0 = hn::Max(hn::LoadU(d, z + j), m0);
+    m1 = hn::Max(hn::LoadU(d, z + j + L), m1);
+  }
+  if (j + L <= n) {
+    m0 = hn::Max(hn::LoadU(d, z + j), m0);
+    j += L;
+  }
+#if HWY_TARGET <= HWY_AVX3
+  // The last partial vector masked (fault-free past the end): the scalar
+  // loop was a chain of up to 15 dependent max operations per row, ~6% of
+  // the statistics pass's time at 500 columns.
+  if (j < n) {
+    const auto valid = hn::FirstN(d, n - j);
+    m1 = hn::Max(hn::IfThenElse(valid, hn::MaskedLoad(valid, d, z + j), hn::Set(d, init)), m1);
+    j = n;
+  }
+#endif
+  T mx = hn::GetLane(hn::MaxOfLanes(d, hn::Max(m0, m1)));
+  for (; j < n; ++j) mx = z[j] > mx ? z[j] : mx;
+  return mx;
+}
+
 // One vector of the statistics pass: returns e = exp(x − ref) (stored to
 // e_out if given) and accumulates the coefficient sums; `valid` masks a
 // partial vector.
@@ -288,29 +319,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     // reference: no rescaling at all (a random row's running maximum would
     // rise ~ln n times, each a rescale). The chunk's maximum first (Max skips NaN; NaN / +inf are flagged
     // through xsum below), then one fixed reference for the whole chunk.
-    auto m0 = hn::Set(d, std::numeric_limits<T>::lowest()), m1 = m0;
-    size_t j = 0;
-    for (; j + 2 * L <= n; j += 2 * L) {
-      m0 = hn::Max(hn::LoadU(d, z + j), m0);
-      m1 = hn::Max(hn::LoadU(d, z + j + L), m1);
-    }
-    if (j + L <= n) {
-      m0 = hn::Max(hn::LoadU(d, z + j), m0);
-      j += L;
-    }
-#if HWY_TARGET <= HWY_AVX3
-    // The last partial vector masked (fault-free past the end): the scalar
-    // loop was a chain of up to 15 dependent max operations per row, ~6% of
-    // this kernel's time at 500 columns.
-    if (j < n) {
-      const auto valid = hn::FirstN(d, n - j);
-      m1 = hn::Max(hn::IfThenElse(valid, hn::MaskedLoad(valid, d, z + j), hn::Set(d, std::numeric_limits<T>::lowest())),
-                   m1);
-      j = n;
-    }
-#endif
-    T mx = hn::GetLane(hn::MaxOfLanes(d, hn::Max(m0, m1)));
-    for (; j < n; ++j) mx = z[j] > mx ? z[j] : mx;
+    const T mx = MaxFrom(d, z, n, std::numeric_limits<T>::lowest());
     st.template Raise<kCountOnly>(d, hn::Set(d, mx), 0, segs, 0);
   }
   size_t i = 0;
@@ -456,6 +465,14 @@ void ChunkStatsT(const T* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
   if (spec.w) return StatsImpl<true, true, false>(d, z, n, spec, out);
   if (spec.p) return StatsImpl<true, false, true>(d, z, n, spec, out);
   return StatsImpl<true, false, false>(d, z, n, spec, out);
+}
+
+// The maximum of z[0, n) in fp64, -inf if every element is -inf: the value
+// ChunkStats::max takes for a chunk with no NaN or +inf.
+template <class T>
+double ChunkMaxT(const T* z, size_t n) {
+  const hn::ScalableTag<T> d;
+  return static_cast<double>(MaxFrom(d, z, n, -std::numeric_limits<T>::infinity()));
 }
 
 // ----------------------------------------------------------- gradient pass

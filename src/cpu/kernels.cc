@@ -28,6 +28,8 @@ void StatsF32(const float* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
 void StatsF64(const double* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
   ChunkStatsT<double>(z, n, spec, out);
 }
+double MaxF32(const float* z, size_t n) { return ChunkMaxT<float>(z, n); }
+double MaxF64(const double* z, size_t n) { return ChunkMaxT<double>(z, n); }
 void GradF32(const float* z, size_t n, float* g, const GradSpec& spec) {
   ChunkGradT<float>(z, n, g, spec);
 }
@@ -51,6 +53,8 @@ namespace xent::cpu {
 
 HWY_EXPORT(StatsF32);
 HWY_EXPORT(StatsF64);
+HWY_EXPORT(MaxF32);
+HWY_EXPORT(MaxF64);
 HWY_EXPORT(GradF32);
 HWY_EXPORT(GradF64);
 HWY_EXPORT(TargetName);
@@ -74,6 +78,8 @@ void ChunkStatsF32(const float* z, std::size_t n, const CoefSpec& spec, ChunkSta
 void ChunkStatsF64(const double* z, std::size_t n, const CoefSpec& spec, ChunkStats* out) {
   HWY_DYNAMIC_DISPATCH(StatsF64)(z, n, spec, out);
 }
+double ChunkMaxF32(const float* z, std::size_t n) { return HWY_DYNAMIC_DISPATCH(MaxF32)(z, n); }
+double ChunkMaxF64(const double* z, std::size_t n) { return HWY_DYNAMIC_DISPATCH(MaxF64)(z, n); }
 void ChunkGradF32(const float* z, std::size_t n, float* g, const GradSpec& spec) {
   HWY_DYNAMIC_DISPATCH(GradF32)(z, n, g, spec);
 }

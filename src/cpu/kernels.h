@@ -131,6 +131,10 @@ struct GradSpec {
 
 void ChunkStatsF32(const float* z, std::size_t n, const CoefSpec& spec, ChunkStats* out);
 void ChunkStatsF64(const double* z, std::size_t n, const CoefSpec& spec, ChunkStats* out);
+// max_j z_j (-inf if every z_j is -inf): ChunkStats::max without the pass,
+// for a chunk with no NaN or +inf (with one, the row fails or is NaN anyway).
+double ChunkMaxF32(const float* z, std::size_t n);
+double ChunkMaxF64(const double* z, std::size_t n);
 // g may alias z exactly (in place).
 void ChunkGradF32(const float* z, std::size_t n, float* g, const GradSpec& spec);
 void ChunkGradF64(const double* z, std::size_t n, double* g, const GradSpec& spec);
