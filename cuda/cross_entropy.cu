@@ -26,10 +26,12 @@ using cuda_math::CallParams;
 using cuda_math::RowFinal;
 using cuda_math::RowStats;
 
-// 256 threads a row, at most 85 registers (ptxas: 84 at 512 threads, no
-// spills), so 3 blocks (24 warps) share an SM; a 48 KB row cache plus ~16 KB
-// of static reduction scratch keeps 3 blocks within sm_80's 164 KB and
-// sm_90's 228 KB. Unmeasured choices (no GPU was lent): see docs/cuda.md.
+// 256 threads a row, at most 85 registers (ptxas, nvcc 13.0: 80, with 16
+// bytes of spill on sm_90 since RowStats keeps ones and rest apart), so 3
+// blocks (24 warps) share an SM; a 48 KB row cache plus ~18 KB of static
+// reduction scratch keeps 3 blocks within sm_90's 228 KB (sm_80's 164 KB
+// holds 2 when the cache is used in full). Unmeasured choices: see
+// docs/cuda.md.
 constexpr int kRowThreads = 256;
 constexpr int kRowMinBlocks = 3;
 // Rows up to this many bytes are kept in shared memory between the sweeps.

@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kTileThreads) tile_grad(TileArgs a) {
       const float z = a.cp.transform ? cuda_math::transform_logit(x, a.cp, &dd) : x;
       g = cuda_math::grad_entry(z, dd, coef_at(a, col, t), 0.0, f);
       if (a.filter > 0) {
-        if (!hot) hot = cuda_math::softmax_terms(z, f.M, f.inv_S, f.S, f.log_s).q >= static_cast<float>(a.filter);
+        if (!hot) hot = cuda_math::softmax_terms(z, f.M, f.inv_S, f.S_m1, f.log_s).q >= static_cast<float>(a.filter);
         if (col == t)  // what a skipped tile keeps of this row (as the CPU path)
           a.tgt_g[r] = static_cast<float>(-f.sce * a.cp.a * (a.w ? a.w[t] : 1.0) * dd);
       }

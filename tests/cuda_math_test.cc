@@ -8,6 +8,7 @@
 // kernels themselves on a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -263,6 +264,89 @@ TEST(CudaMath, ConfidentRowsKeepTheTargetGradient) {
   // q_t = 1 − ~3e-6: float32 1 − q_t would be off by ~2%.
   run_case({.name = "very confident", .spread = 1, .boost = 20});
 }
+
+// 1 − q_t below float64's 2^-53: S = 1 + 1e-19 would be 1.0 in float64, so
+// S − e_t (the previous formula) gave a target gradient of exactly 0 and a
+// row loss of 0 (cuda_test's "confident rows", σ = 60, caught it on an
+// H100). The long-double reference cannot check this either (its 1 − q_t
+// has 64 bits): the exact values come from the sum of the other terms.
+TEST(CudaMath, ExtremelyConfidentRowsKeepOneMinusQ) {
+  const std::int64_t V = 1000;
+  // The target's logit; the others ~ N(0, 1), so 1 − q_t ≈ 1650·e^−boost:
+  // 3e-19, 3e-32, 1e-16, and every q_j stays a normal float (e^−83 > 2^-126).
+  const double boosts[] = {50, 80, 44};
+  const std::int64_t N = 4;
+  std::mt19937 rng(5);
+  std::normal_distribution<double> nd(0, 1);
+  std::vector<std::vector<float>> x(N, std::vector<float>(V));
+  std::vector<std::int64_t> t = {17, 500, 999, 3};
+  for (auto& row : x)
+    for (auto& v : row) v = static_cast<float>(nd(rng));
+  for (int r = 0; r < 3; ++r) x[r][t[r]] = static_cast<float>(boosts[r]);
+  // Row 3: a tie at the maximum (the target and class 700), both 60 above
+  // the rest: q_t = 1/(2 + tiny), 1 − q_t = (1 + tiny)/(2 + tiny).
+  x[3][t[3]] = 60.f;
+  x[3][700] = 60.f;
+  const Case c{.name = "extremely confident", .N = N, .V = V};
+  const Emulated em = emulate(c, x, t, {}, {}, -100);
+  for (std::int64_t r = 0; r < N; ++r) {
+    const long double M = x[r][t[r]];
+    long double others = 0;  // Σ_{j≠t} exp(z_j − M), in long double
+    for (std::int64_t j = 0; j < V; ++j)
+      if (j != t[r]) others += std::exp(static_cast<long double>(x[r][j]) - M);
+    const long double S = 1 + others;
+    const long double scale = 1.0L / N;  // mean over N rows, no weights
+    // exp(z − M) takes z − M in float32, rounded by up to 2^-24·|z − M|:
+    // a relative error of that size in every q_j (and so in Σ_{j≠t} q_j).
+    const double span = static_cast<double>(M) - *std::min_element(x[r].begin(), x[r].end());
+    const double rel = 2e-7 + 0x1p-24 * span;
+    // −log q_t = log(1 + others).
+    const double want_loss = static_cast<double>(std::log1p(others));
+    EXPECT_TRUE(close(em.row_loss[r], want_loss, rel * want_loss)) << "row " << r;
+    for (std::int64_t j = 0; j < V; ++j) {
+      // g_t = −(1 − q_t)/N = −others/(S·N); g_j = q_j/N.
+      const long double want = j == t[r] ? -others / S * scale
+                                         : std::exp(static_cast<long double>(x[r][j]) - M) / S * scale;
+      ASSERT_NE(want, 0.0L);
+      ASSERT_TRUE(close(em.grad[r][j], static_cast<double>(want), rel * std::fabs(static_cast<double>(want))))
+          << "row " << r << " col " << j;
+    }
+  }
+}
+
+// A lone maximum's ones = 1 and the rest apart; merging keeps them apart,
+// whatever the order; ties at the maximum add up in ones.
+TEST(CudaMath, StatsCountTheMaximumApart) {
+  RowStats a, b;
+  a.add(1.f);
+  a.add(30.f);  // raise: the 1's term joins rest, rescaled to exp(−29)
+  EXPECT_EQ(a.ones, 1.0);
+  EXPECT_NEAR(a.rest, std::exp(-29.0), 1e-6 * std::exp(-29.0));
+  b.add(30.f);
+  b.add(-5.f);
+  a.merge(b);
+  EXPECT_EQ(a.ones, 2.0);
+  const double rest = std::exp(-29.0) + std::exp(-35.0);
+  EXPECT_NEAR(a.rest, rest, 1e-6 * rest);
+  RowStats lower;
+  lower.add(29.f);
+  lower.merge(a);  // the lower part's maximum joins rest
+  EXPECT_EQ(lower.m, 30.f);
+  EXPECT_EQ(lower.ones, 2.0);
+  EXPECT_NEAR(lower.rest, std::exp(-1.0) + rest, 1e-6);
+  RowFinal f;
+  ASSERT_EQ(cuda_math::finalize_stats(lower, false, &f), cuda_math::kRowOk);
+  EXPECT_NEAR(f.S_m1, 1 + std::exp(-1.0), 1e-6);
+  EXPECT_NEAR(f.lse, 30 + std::log(2 + std::exp(-1.0)), 1e-6);
+  // A lone maximum: S − 1 is the rest alone, exactly.
+  RowStats one;
+  one.add(0.f);
+  one.add(-50.f);
+  ASSERT_EQ(cuda_math::finalize_stats(one, false, &f), cuda_math::kRowOk);
+  EXPECT_EQ(f.S_m1, static_cast<double>(std::exp(-50.f)));
+  EXPECT_GT(f.log_s, 0.0);
+}
+
 TEST(CudaMath, HugeVocabulary) {
   // V = 262144: the float64 row sums keep float32-level accuracy.
   run_case({.name = "V=262144", .N = 2, .V = 262144, .rtol = 1e-6});
@@ -285,7 +369,8 @@ TEST(CudaMath, StatsErrors) {
   const RowStats before = a;
   a.merge(empty);
   EXPECT_EQ(a.m, before.m);
-  EXPECT_EQ(a.s, before.s);
+  EXPECT_EQ(a.ones, before.ones);
+  EXPECT_EQ(a.rest, before.rest);
 }
 
 TEST(CudaMath, MergeOrderDoesNotMatterBeyondRounding) {
@@ -300,8 +385,8 @@ TEST(CudaMath, MergeOrderDoesNotMatterBeyondRounding) {
   const RowStats tree = tree_reduce(parts, [](RowStats& a, const RowStats& b) { a.merge(b); });
   Row zr(z.begin(), z.end());
   const double lse = static_cast<double>(reference::logsumexp(zr));
-  EXPECT_NEAR(seq.m + std::log(seq.s), lse, 1e-6);
-  EXPECT_NEAR(tree.m + std::log(tree.s), lse, 1e-6);
+  EXPECT_NEAR(seq.m + std::log(seq.sum()), lse, 1e-6);
+  EXPECT_NEAR(tree.m + std::log(tree.sum()), lse, 1e-6);
 }
 
 TEST(CudaMath, BceElementAgainstReference) {
@@ -320,13 +405,62 @@ TEST(CudaMath, BceElementAgainstReference) {
           const double rl = static_cast<double>(ref.elem_loss[0][0]);
           const double rg = static_cast<double>(ref.grad[0][0]);
           if (std::isinf(rl) || (w == 0 && std::isnan(rl))) {
-            if (w == 0) EXPECT_EQ(e.loss, 0.f);
-            else EXPECT_EQ(e.loss, std::numeric_limits<float>::infinity()) << x << " " << y;
+            if (w == 0) {
+              EXPECT_EQ(e.loss, 0.f);
+            } else {
+              EXPECT_EQ(e.loss, std::numeric_limits<float>::infinity()) << x << " " << y;
+            }
           } else {
             EXPECT_NEAR(e.loss, rl, 1e-6 * std::fabs(rl) + 1e-7) << x << " " << y << " " << w << " " << pw;
           }
-          if (!std::isnan(rg)) EXPECT_NEAR(e.grad, rg, 1e-6 * std::fabs(rg) + 1e-7) << x << " " << y;
+          if (!std::isnan(rg)) {
+            EXPECT_NEAR(e.grad, rg, 1e-6 * std::fabs(rg) + 1e-7) << x << " " << y;
+          }
         }
+}
+
+// The BCE gradient where it crosses 0 (lw·σ(x) ≈ pw·y): num's two terms
+// cancel, and float32 terms (expf's 1–2 ulps above all) gave relative errors
+// of 3e-6 (cuda_test on an H100: x = −0.745088518, y = 0.192513794,
+// w = 1.30620098, pw = 2.02981758) up to O(1) for y one ulp from σ(x). The
+// float64 numerator keeps the gradient within a float32 rounding of the
+// exact value (long double, the same cancellation-free formula).
+TEST(CudaMath, BceGradientWhereItCrossesZero) {
+  auto exact = [](float x, float y, float w, float pw) {
+    const long double e = std::exp(-std::fabs(static_cast<long double>(x)));
+    const long double yl = y, pwy = static_cast<long double>(pw) * yl;
+    const long double num = x >= 0 ? (1 - yl) - pwy * e : (1 - yl) * e - pwy;
+    return static_cast<double>(w * num / (1 + e));
+  };
+  auto check = [&](float x, float y, float w, float pw) {
+    const double want = exact(x, y, w, pw);
+    const double got = cuda_math::bce_elem(x, y, w, pw).grad;
+    // The magnitude of num's two terms, times w/(1 + e): what any rounding
+    // inside num is relative to.
+    const double e = std::exp(-std::fabs(static_cast<double>(x)));
+    const double terms = w * ((1.0 - y) * (x >= 0 ? 1.0 : e) + static_cast<double>(pw) * y * (x >= 0 ? e : 1.0)) / (1 + e);
+    // 2e-7·|g|: float32-level (the kernel then rounds the value to float32
+    // once, after the reduction's scale); 1e-15·terms: the float64 numerator's own
+    // error (a few 2^-53 of its terms). float32 terms would be off by
+    // ~6e-8·terms, far beyond both where num cancels.
+    return close(got, want, 2e-7 * std::fabs(want) + 1e-15 * terms)
+           << " x=" << x << " y=" << y << " w=" << w << " pw=" << pw;
+  };
+  EXPECT_TRUE(check(-0.745088518f, 0.192513794f, 1.30620098f, 2.02981758f));
+  for (float x : {-12.f, -3.f, -0.745088518f, -1e-3f, 0.f, 2e-3f, 0.5f, 4.f, 15.f}) {
+    for (float pw : {1.f, 0.3f, 2.02981758f}) {
+      // y solving lw·σ(x) = pw·y: y = σ/(pw − (pw − 1)·σ), then the floats
+      // around it, the gradient a few float32 ulps of its terms from 0.
+      const long double sg = 1 / (1 + std::exp(-static_cast<long double>(x)));
+      float y = static_cast<float>(sg / (pw - (pw - 1) * sg));
+      for (int k = 0; k < 3; ++k) y = std::nextafter(y, 0.f);
+      for (int k = 0; k < 6; ++k, y = std::nextafter(y, 1.f)) {
+        if (exact(x, y, 1.f, pw) == 0) continue;
+        EXPECT_TRUE(check(x, y, 1.f, pw));
+        EXPECT_TRUE(check(x, y, 0.7f, pw));
+      }
+    }
+  }
 }
 
 TEST(CudaMath, SmoothingCoefficients) {
