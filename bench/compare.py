@@ -144,6 +144,11 @@ def run_torch(threads, shapes):
     return res, torch.__version__
 
 
+
+def ms_text(ms):
+    """A time in ms with 3 significant digits at least (0.037, not 0.0)."""
+    return f"{ms:.1f}" if ms >= 100 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3g}"
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,9 +202,9 @@ def main():
         c = ceil.get((n, v))
         cfrac = f"{100 * r['gbps'] / c:.0f}%" if (c and k != "fwd") else "-"
         tm = tres.get((n, v, k))
-        t = f"{r['min_ms']:.2f} ({r['ms']:.1f})"
+        t = f"{ms_text(r['min_ms'])} ({ms_text(r['ms'])})"
         lines.append(f"| {n}×{v} | {LABEL.get(k, k)} | {t} | {r['gbps']:.1f} | {frac} | {cfrac} | "
-                     f"{tm:.1f} | {tm / r['min_ms']:.1f}× |" if tm else
+                     f"{ms_text(tm)} | {tm / r['min_ms']:.1f}× |" if tm else
                      f"| {n}×{v} | {LABEL.get(k, k)} | {t} | {r['gbps']:.1f} | {frac} | {cfrac} | - | - |")
     lines.append("")
     lines.append("Row-wise ceiling per shape (GB/s): " +
