@@ -8,6 +8,9 @@
 #   OpenBLAS) come from build-gpu-bundle/ when present (made on the
 #   development machine by scripts/gpu_bundle.sh and carried along).
 # Usage: bash scripts/gpu_check.sh [--quick]   (--quick: fewer bench iterations)
+#        bash scripts/gpu_check.sh --profile   (build, then only Nsight Compute on
+#        bench/cuda_profile.py: the fused CE kernels' speed-of-light, memory and
+#        occupancy sections, into $OUT/profile.txt)
 # Environment: OUT (outputs), PYTHON (default python3), BUILD_DIR (default build-gpu).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +20,8 @@ mkdir -p "$out"
 py=${PYTHON:-python3}
 build=${BUILD_DIR:-build-gpu}
 bench_args=("$@")
+profile=0
+if [ "${1:-}" = "--profile" ]; then profile=1; bench_args=(); fi
 status=0
 log() { echo "== $*" | tee -a "$out/summary.txt"; }
 
@@ -46,6 +51,18 @@ if ! cmake --build "$build" -j"$(nproc)" --target xent_cuda cuda_test cuda_math_
   log "build FAILED (see build.log)"; grep -m20 -E "error" "$out/build.log"; exit 1
 fi
 log "build: $(( $(date +%s) - start )) s"
+
+if [ $profile = 1 ]; then
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -z "$ncu_bin" ]; then log "no ncu (Nsight Compute) on this machine"; exit 1; fi
+  # ce_rows from the third call on (float32: two warm-up calls skipped), and bfloat16.
+  PYTHONPATH="$build"/python "$ncu_bin" --kernel-name ce_rows --launch-skip 2 --launch-count 4 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+    --section LaunchStats --section WarpStateStats \
+    $py bench/cuda_profile.py > "$out/profile.txt" 2>&1 || status=1
+  log "profile: $(grep -c 'ce_rows.*Context' "$out/profile.txt" || true) kernels (profile.txt)"
+  exit $status
+fi
 
 "$build"/tests/cuda_math_test > "$out/cuda_math_test.log" 2>&1 || status=1
 log "cuda_math_test: $(tail -1 "$out/cuda_math_test.log")"
