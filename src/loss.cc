@@ -248,6 +248,21 @@ void check_alias(const char* fn, const char* what, const MatrixView& in, const S
                                       "(in place needs the same data, dtype and row_stride)");
 }
 
+// An input the gradient must not overlap (the class weights, the index
+// targets, the per-row upstream): they are read while the gradient buffer is
+// being written (the few-long-rows path keeps its exps there), so an overlap
+// would silently change them mid-call.
+void check_disjoint(const char* fn, const char* what, const void* in, std::size_t in_bytes,
+                    const MutableMatrixView& out, const Shape& so) {
+  if (out.data == nullptr || in == nullptr || in_bytes == 0 || so.rows == 0 || so.cols == 0) return;
+  const char* a0 = static_cast<const char*>(in);
+  const char* a1 = a0 + in_bytes;
+  const char* b0 = static_cast<const char*>(out.data);
+  const char* b1 = b0 + static_cast<std::size_t>((so.rows - 1) * so.stride + so.cols) * DTypeSize(out.dtype);
+  if (b1 <= a0 || a1 <= b0) return;
+  fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad overlaps the " + what + " (an input)");
+}
+
 // The optional outputs of an elementwise loss (BCE, KL): the N×C gradient and
 // per-element losses must have the input's shape; the gradient may alias the
 // input only exactly (same rows, same stride).
@@ -1196,6 +1211,7 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
       ws.add(w);
     }
     pl.w_total = ws.value();
+    if (grad.data) check_disjoint(fn, "class weights", pl.w, static_cast<std::size_t>(V) * sizeof(float), grad, pl.sg);
   } else {
     pl.w_total = static_cast<double>(V);
   }
@@ -1243,6 +1259,8 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
     pl.targets = targets.indices;
     if (N > 0 && pl.targets == nullptr)
       fail(ErrorCode::kInvalidArgument, std::string(fn) + ": targets.indices is null");
+    if (grad.data)
+      check_disjoint(fn, "targets", pl.targets, static_cast<std::size_t>(N) * (pl.t64 ? 8 : 4), grad, pl.sg);
     auto out_of_range = [&](std::int64_t r) {
       const std::int64_t t = target_of(pl, r);
       fail(ErrorCode::kTargetOutOfRange,
@@ -1367,6 +1385,8 @@ void cross_entropy_backward(const MatrixView& logits, const Targets& targets,
     fail(ErrorCode::kInvalidArgument,
          std::string(fn) + ": row_upstream needs reduction none (one value per row)");
   pl.row_upstream = row_upstream;
+  check_disjoint(fn, "row_upstream", row_upstream, static_cast<std::size_t>(pl.sz.rows) * sizeof(float), grad,
+                 pl.sg);
   nt = effective_threads(nt, pl);
   pl.scale_ce = options.grad_scale * (mean ? (dn.weight_sum > 0 ? 1.0 / dn.weight_sum : 0.0) : 1.0);
   pl.scale_z = options.grad_scale *

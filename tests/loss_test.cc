@@ -840,6 +840,33 @@ TEST(CrossEntropyLoss, Errors) {
   zcv.rows = 4;
   expect_error([&] { cross_entropy_loss(zcv, Targets::Index(t.data()), o, ov); }, ErrorCode::kInvalidArgument,
                {"overlaps"});
+  // A gradient that overlaps an input it must not overwrite: the class
+  // weights, the index targets, the backward's per-row upstream.
+  {
+    const Buffer zs = random_logits(DType::kF32, 3, 8, 1.0, 5);
+    std::vector<std::int64_t> ts = {1, 2, 3};
+    std::vector<float> store(3 * 8 + 16, 0.5f);  // the gradient, and an input inside it
+    CrossEntropyOutputs go;
+    go.grad = MutableMatrixView{store.data(), DType::kF32, 3, 8, 8};
+    CrossEntropyOptions wo;
+    wo.class_weight = store.data() + 10;
+    expect_error([&] { cross_entropy_loss(zs.view(), Targets::Index(ts.data()), wo, go); },
+                 ErrorCode::kInvalidArgument, {"grad overlaps the class weights"});
+    std::vector<std::int64_t> big(64, 0);
+    go.grad = MutableMatrixView{reinterpret_cast<float*>(big.data()) + 2, DType::kF32, 3, 8, 8};
+    expect_error([&] { cross_entropy_loss(zs.view(), Targets::Index(big.data()), o, go); },
+                 ErrorCode::kInvalidArgument, {"grad overlaps the targets"});
+    CrossEntropyOptions no;
+    no.reduction = Reduction::kNone;
+    expect_error([&] {
+      cross_entropy_backward(zs.view(), Targets::Index(ts.data()), nullptr, no, store.data() + 5,
+                             MutableMatrixView{store.data(), DType::kF32, 3, 8, 8});
+    }, ErrorCode::kInvalidArgument, {"grad overlaps the row_upstream"});
+    // Disjoint: fine.
+    wo.class_weight = store.data() + 3 * 8;
+    go.grad = MutableMatrixView{store.data(), DType::kF32, 3, 8, 8};
+    EXPECT_NO_THROW(cross_entropy_loss(zs.view(), Targets::Index(ts.data()), wo, go));
+  }
 }
 
 TEST(CrossEntropyLoss, SoftTargetErrors) {

@@ -150,8 +150,8 @@ struct CrossEntropyResult {
 // Errors: shape mismatch, V = 0 (Error(kEmpty), even when N = 0), NaN / +inf
 // logits (Error(kNonFinite) naming row and column), out-of-range targets,
 // invalid soft target rows (naming row and column, or the row's sum), bad
-// options, a gradient that overlaps the logits without being exactly them.
-// After an error the gradient buffer's contents are unspecified (some rows
+// options, a gradient that overlaps the logits without being exactly them or
+// overlaps the class weights or the index targets. After an error the gradient buffer's contents are unspecified (some rows
 // may be written, others hold intermediate values); the logits are intact
 // unless the gradient is them. N = 0 is legal (loss 0, or NaN for mean with EmptyMean::kNaN). A row whose
 // transformed logits are all -inf: Error(kUndefined) naming the row (unless
@@ -171,7 +171,8 @@ CrossEntropyResult cross_entropy_loss(const MatrixView& logits,
 // statistics are recomputed from the row while it is in cache (the same
 // kernels as the forward, so the gradient has the same bits as the fused
 // call's), which costs no extra memory traffic; a saved lse is accepted but
-// not needed.
+// not needed. Errors as cross_entropy_loss's, and a grad that overlaps
+// row_upstream.
 void cross_entropy_backward(const MatrixView& logits, const Targets& targets,
                             const float* row_lse,
                             const CrossEntropyOptions& options,
