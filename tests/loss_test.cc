@@ -590,6 +590,54 @@ TEST(CrossEntropyLoss, SameBitsWhereverTheChunkExpsAreKept) {
   }
 }
 
+// The same for bfloat16 logits (staged through float32: the exps go to the
+// gradient when it is float32, to their own buffer when it is bfloat16), an
+// ignored row (skipped, or computed when its lse is asked for) and class
+// weights: every thread count gives the bits of one thread, and the ignored
+// row's gradient is 0.
+TEST(CrossEntropyLoss, FewLongRowsSameBitsWithIgnoredRowsWeightsAndBfloat16) {
+  const std::int64_t n = 3, v = 100000;
+  const Buffer z = random_logits(DType::kBF16, n, v, 3.0, 91);
+  auto t = random_targets(n, v, 92);
+  t[1] = -100;
+  std::vector<float> w(static_cast<std::size_t>(v));
+  for (std::int64_t c = 0; c < v; ++c) w[static_cast<std::size_t>(c)] = 0.25f + static_cast<float>(c % 7) * 0.125f;
+  CrossEntropyOptions o;
+  o.class_weight = w.data();
+  o.label_smoothing = 0.05;
+  for (const DType gd : {DType::kF32, DType::kBF16}) {
+    for (const bool want_lse : {false, true}) {
+      SCOPED_TRACE(testing::Message() << DTypeName(gd) << (want_lse ? ", with lse" : ""));
+      struct Run {
+        double loss;
+        std::vector<unsigned char> grad;
+        std::vector<float> lse;
+      };
+      auto run = [&](int threads) {
+        CrossEntropyOptions ot = o;
+        ot.num_threads = threads;
+        Buffer g(gd, n, v);
+        Run out;
+        out.lse.assign(static_cast<std::size_t>(n), 0.0f);
+        CrossEntropyOutputs outs;
+        outs.grad = g.mut();
+        if (want_lse) outs.row_lse = out.lse.data();
+        out.loss = cross_entropy_loss(z.view(), Targets::Index(t.data()), ot, outs).loss;
+        for (std::int64_t c = 0; c < v; ++c) EXPECT_EQ(g.get(1, c), 0.0) << "ignored row, column " << c;
+        out.grad = g.bytes;
+        return out;
+      };
+      const Run one = run(1);
+      for (const int threads : {2, 3}) {
+        const Run r = run(threads);
+        EXPECT_EQ(r.loss, one.loss) << threads << " threads";
+        EXPECT_EQ(r.grad, one.grad) << threads << " threads";
+        EXPECT_EQ(std::memcmp(r.lse.data(), one.lse.data(), r.lse.size() * 4), 0) << threads << " threads";
+      }
+    }
+  }
+}
+
 TEST(CrossEntropyLoss, ForwardOnlyMatchesFused) {
   const Buffer z = random_logits(DType::kF32, 30, 500, 3.0, 5);
   const auto t = random_targets(30, 500, 6);
