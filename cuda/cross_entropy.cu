@@ -252,6 +252,8 @@ CeRun run_ce(const char* fn, const MatrixView& logits, const Targets& targets,
              const CrossEntropyOptions& o, const CrossEntropyOutputs& outs,
              const float* row_upstream, cudaStream_t stream) {
   const CeCheck ck = check_ce(fn, logits, targets, o, outs.grad);
+  check_disjoint(fn, "row_upstream", row_upstream, static_cast<std::size_t>(ck.N) * 4, outs.grad.data,
+                 outs.grad.dtype, ck.N, logits.cols, ck.sg);
   CeRun run;
   run.N = ck.N;
   const bool mean = o.reduction == Reduction::kMean;

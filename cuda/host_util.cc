@@ -96,6 +96,17 @@ std::vector<double> fetch_row(const void* data, DType dt, std::int64_t stride, s
 
 }  // namespace
 
+void check_disjoint(const char* fn, const char* what, const void* in, std::size_t in_bytes, const void* out,
+                    DType dout, std::int64_t rows, std::int64_t cols, std::int64_t so) {
+  if (out == nullptr || in == nullptr || in_bytes == 0 || rows == 0 || cols == 0) return;
+  const char* a0 = static_cast<const char*>(in);
+  const char* a1 = a0 + in_bytes;
+  const char* b0 = static_cast<const char*>(out);
+  const char* b1 = b0 + static_cast<std::size_t>((rows - 1) * so + cols) * DTypeSize(dout);
+  if (b1 <= a0 || a1 <= b0) return;
+  fail_arg(fn, std::string("grad overlaps the ") + what + " (an input)");
+}
+
 CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& targets,
                  const CrossEntropyOptions& o, const MutableMatrixView& grad) {
   CeCheck ck;
@@ -121,6 +132,10 @@ CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& target
     check_alias(fn, logits.data, logits.dtype, ck.N, V, ck.sz, grad.data, grad.dtype, ck.sg);
   }
   check_loss_options(fn, o);
+  // Inputs read while gradient rows are written must not overlap them (as
+  // on the CPU, src/loss.cc).
+  check_disjoint(fn, "class weights", o.class_weight, static_cast<std::size_t>(V) * 4, grad.data, grad.dtype,
+                 ck.N, V, ck.sg);
   if (o.class_weight) {
     // V floats: cheap to check on the host, and the CPU path's message.
     std::vector<float> w(static_cast<std::size_t>(V));
@@ -157,6 +172,9 @@ CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& target
     ck.p_tol = norm_tolerance(p.dtype, V);
   } else if (targets.kind == Targets::Kind::kIndexInt32 || targets.kind == Targets::Kind::kIndexInt64) {
     if (ck.N > 0 && targets.indices == nullptr) fail_arg(fn, "targets.indices is null");
+    check_disjoint(fn, "targets", targets.indices,
+                   static_cast<std::size_t>(ck.N) * (targets.kind == Targets::Kind::kIndexInt64 ? 8 : 4),
+                   grad.data, grad.dtype, ck.N, V, ck.sg);
   } else {
     fail_arg(fn, "invalid targets kind");
   }

@@ -25,6 +25,11 @@ struct CeCheck {
 CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& targets,
                  const CrossEntropyOptions& o, const MutableMatrixView& grad);
 
+// An input the gradient (rows × cols, row stride so, of dtype dout) must not
+// overlap: the CPU path's error (class weights, targets, row_upstream).
+void check_disjoint(const char* fn, const char* what, const void* in, std::size_t in_bytes, const void* out,
+                    DType dout, std::int64_t rows, std::int64_t cols, std::int64_t so);
+
 // Throws the CPU path's error for the device's error word (pos << 4 | kind).
 [[noreturn]] void throw_row_error(const char* fn, const MatrixView& logits, const Targets& targets,
                                   const CrossEntropyOptions& o, const CeCheck& ck,

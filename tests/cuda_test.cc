@@ -248,6 +248,39 @@ TEST_F(Cuda, CrossEntropyErrorsMatchTheCpu) {
   auto bad = t;
   bad[2] = 100;
   expect_code(z, bad, ErrorCode::kTargetOutOfRange);
+  // A gradient that overlaps an input it must not overwrite (the class
+  // weights, the index targets, the backward's row_upstream): refused, with
+  // the CPU's code and words.
+  {
+    Dev big(static_cast<std::size_t>(4 * 100 * 4 + 4096));
+    Dev dz(z.bytes), dt(t);
+    const MutableMatrixView gview{big.p, DType::kF32, 4, 100, 100};
+    const float* inside = static_cast<const float*>(big.p) + 50;
+    auto expect_overlap = [&](const char* what, auto&& call) {
+      try {
+        call();
+        ADD_FAILURE() << "no error (" << what << ")";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+        EXPECT_NE(std::string(e.what()).find(std::string("grad overlaps the ") + what), std::string::npos)
+            << e.what();
+      }
+    };
+    CrossEntropyOptions wo;
+    wo.class_weight = inside;
+    expect_overlap("class weights", [&] {
+      cuda::cross_entropy_loss(on_device(z, dz), Targets::Index(static_cast<const std::int64_t*>(dt.p)), wo,
+                               {nullptr, nullptr, gview}, nullptr);
+    });
+    expect_overlap("targets", [&] {
+      cuda::cross_entropy_loss(on_device(z, dz), Targets::Index(reinterpret_cast<const std::int64_t*>(inside)), {},
+                               {nullptr, nullptr, gview}, nullptr);
+    });
+    expect_overlap("row_upstream", [&] {
+      cuda::cross_entropy_backward(on_device(z, dz), Targets::Index(static_cast<const std::int64_t*>(dt.p)),
+                                   opts(Reduction::kNone), inside, gview, nullptr);
+    });
+  }
   // float64 logits are refused on the GPU.
   Buffer d = test::random_logits(DType::kF64, 2, 10, 1, 7);
   Dev dd(d.bytes), dt(t);

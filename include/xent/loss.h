@@ -150,8 +150,8 @@ struct CrossEntropyResult {
 // Errors: shape mismatch, V = 0 (Error(kEmpty), even when N = 0), NaN / +inf
 // logits (Error(kNonFinite) naming row and column), out-of-range targets,
 // invalid soft target rows (naming row and column, or the row's sum), bad
-// options, a gradient that overlaps the logits without being exactly them or
-// overlaps the class weights or the index targets. After an error the gradient buffer's contents are unspecified (some rows
+// options, a gradient that overlaps the logits without being exactly them,
+// or overlaps the soft targets, the class weights or the index targets. After an error the gradient buffer's contents are unspecified (some rows
 // may be written, others hold intermediate values); the logits are intact
 // unless the gradient is them. N = 0 is legal (loss 0, or NaN for mean with EmptyMean::kNaN). A row whose
 // transformed logits are all -inf: Error(kUndefined) naming the row (unless
@@ -186,9 +186,12 @@ void cross_entropy_backward(const MatrixView& logits, const Targets& targets,
 // per-class values; mean averages over N·C elements (N·C = 0: NaN, as
 // PyTorch). ±inf logits give the limits (0 or +inf); NaN logits are
 // Error(kNonFinite) and targets outside [0, 1] Error(kNotDistribution), both
-// naming row and column. float32 inputs take a SIMD path computing the
-// rearranged, cancellation-free form
-//   l = w·[lw·log1p(e^{−|x|}) + (x ≥ 0 ? (1 − y)x : −pw·y·x)],  lw = 1 + (pw − 1)y.
+// naming row and column. float32 inputs take a SIMD path computing the loss
+// in the rearranged form, whose terms are all ≥ 0 (no cancellation)
+//   l = w·[lw·log1p(e^{−|x|}) + (x ≥ 0 ? (1 − y)x : −pw·y·x)],  lw = 1 + (pw − 1)y,
+// and the gradient w·(lw·σ(x) − pw·y) as w·num/(1 + e^{−|x|}) with num's two
+// float32 terms, which cancel where the gradient crosses 0: there its error
+// is a few 2^-24 of those terms, not of the result.
 struct BceOptions {
   Reduction reduction = Reduction::kMean;
   MatrixView weight;                // data nullptr: none; rows 1: per class

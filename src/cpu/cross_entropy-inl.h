@@ -479,7 +479,9 @@ void ChunkStatsT(const T* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
 }
 
 // The maximum of z[0, n) in fp64, -inf if every element is -inf: the value
-// ChunkStats::max takes for a chunk with no NaN or +inf.
+// ChunkStats::max takes for a chunk with no NaN or +inf (equal as a value: a
+// maximum of 0 may come out with the other sign of zero, which no result
+// can tell apart, since exp(z − (+0)) = exp(z − (−0))).
 template <class T>
 double ChunkMaxT(const T* z, size_t n) {
   const hn::ScalableTag<T> d;
