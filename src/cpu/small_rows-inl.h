@@ -189,7 +189,17 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     }
   }
   const auto mref = hn::IfThenZeroElse(all_neg_inf, m);
-  Wide<D> s(d), dsum(d), csum(d), psum(d);
+  // Σexp as ones + rest: the terms where z = m are exactly 1 and are counted
+  // (`ones`); the others are added in float32 over 4 columns (≤ 3
+  // roundings, ≤ 3·2^-24 relative to their own mass) and widened once per 4
+  // into `rest`. So s − 1 = (ones − 1) + rest is the non-maximum mass as
+  // accumulated, never 1 + tiny − 1 (a tile with a confident row no longer
+  // sums its stored exps a second time for it), and the fp64 widening (two
+  // conversions and an extract) runs every 4 columns instead of every
+  // column: 16384×10 in cache, one thread, fwd+bwd 188.5 → 184.8 µs, forward
+  // 116.9 → 115.0. An all -inf row (mref = 0) counts no ones: its s is 0.
+  Wide<D> rest(d), dsum(d), csum(d), psum(d);
+  auto ones = hn::Zero(d), epend = hn::Zero(d);
   constexpr bool soft = kSoft;  // the options are template flags: no tests in the column loops
   auto pbad = hn::FirstN(d, 0);
   if (soft) LoadColumns(d, pb, static_cast<size_t>(ps), V, cbuf);  // p, then c in place
@@ -213,7 +223,9 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     const auto z = hn::Load(d, zbuf + j * L);
     const auto e = ExpNonPositive(d, hn::Sub(z, mref));
     hn::Store(e, d, ebuf + j * L);
-    s.Add(d, e);
+    const auto at_max = hn::Eq(z, mref);
+    ones = hn::Add(ones, hn::IfThenElseZero(at_max, hn::Set(d, 1.0f)));
+    epend = hn::Add(epend, hn::IfThenZeroElse(at_max, e));
     if (soft) {
       const auto p = hn::Load(d, cbuf + j * L);
       pblk = hn::Add(pblk, p);
@@ -228,13 +240,18 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       const float wj = sp.weight ? sp.weight[j] : 1.0f;
       if (wj > 0) dblk = hn::MulAdd(hn::Set(d, wj), hn::Sub(mref, z), dblk);  // ≥ 0
     }
-    if ((soft || kSmooth) && j % 4 == 3) widen_blocks();
+    if (j % 4 == 3) {
+      rest.Add(d, epend);
+      epend = hn::Zero(d);
+      if (soft || kSmooth) widen_blocks();
+    }
     if (kAcc) {
       const auto hit = hn::AndNot(found, hn::Eq(z, m));
       am = hn::IfThenElse(hit, hn::Set(d, static_cast<float>(j)), am);
       found = hn::Or(found, hit);
     }
   }
+  rest.Add(d, epend);
   if (soft || kSmooth) widen_blocks();
   if (soft) {
     HWY_ALIGN int32_t act[HWY_MAX_BYTES / 4];
@@ -255,28 +272,15 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     correct += static_cast<int64_t>(hn::CountTrue(
         d, hn::And(hn::And(active, valid), hn::Eq(am, hn::ConvertTo(d, tv)))));
   const auto wt = sp.weight && !soft ? hn::GatherIndex(d, sp.weight, tv) : hn::Set(d, 1.0f);
-  // s − 1, the mass beyond the maximum's own term. The fp64 sum holds that
-  // term (exactly 1) too, which leaves s − 1 only ~1e-16 absolute accuracy:
-  // a tile with a row whose s − 1 < 2^-22 (a confident row) sums it again
-  // from the stored exps without the terms where z = m (exactly 1, counted).
-  Wide<D> sm1 = s;
-  sm1.AddConstant(-1.0);
-  const auto tiny = hn::Set(dw, 0x1p-22);
-  if (!hn::AllFalse(dw, hn::Lt(sm1.lo, tiny)) || !hn::AllFalse(dw, hn::Lt(sm1.hi, tiny))) {
-    Wide<D> rest(d);
-    auto ones = hn::Zero(d);
-    for (size_t j = 0; j < V; ++j) {
-      const auto at_max = hn::Eq(hn::Load(d, zbuf + j * L), m);
-      rest.Add(d, hn::IfThenZeroElse(at_max, hn::Load(d, ebuf + j * L)));
-      ones = hn::Add(ones, hn::IfThenElseZero(at_max, hn::Set(d, 1.0f)));
-    }
-    // (ones − 1) + rest where the maximum was seen (not in all -inf rows).
-    const auto ones_lo = hn::PromoteTo(dw, hn::LowerHalf(dh, ones));
-    const auto ones_hi = hn::PromoteTo(dw, hn::UpperHalf(dh, ones));
-    const auto one_w = hn::Set(dw, 1.0);
-    sm1.lo = hn::IfThenElse(hn::Ge(ones_lo, one_w), hn::Add(hn::Sub(ones_lo, one_w), rest.lo), sm1.lo);
-    sm1.hi = hn::IfThenElse(hn::Ge(ones_hi, one_w), hn::Add(hn::Sub(ones_hi, one_w), rest.hi), sm1.hi);
-  }
+  // s = ones + rest and s − 1 = (ones − 1) + rest (exact: ones is a small
+  // integer), in fp64.
+  const auto ones_lo = hn::PromoteTo(dw, hn::LowerHalf(dh, ones));
+  const auto ones_hi = hn::PromoteTo(dw, hn::UpperHalf(dh, ones));
+  Wide<D> s = rest, sm1 = rest;
+  s.lo = hn::Add(s.lo, ones_lo);
+  s.hi = hn::Add(s.hi, ones_hi);
+  sm1.lo = hn::Add(sm1.lo, hn::Sub(ones_lo, hn::Set(dw, 1.0)));
+  sm1.hi = hn::Add(sm1.hi, hn::Sub(ones_hi, hn::Set(dw, 1.0)));
   // Per-row scalars in fp64, half a vector at a time.
   // log s = log1p(s − 1) in float32: ~1 ulp of log s relative, also when
   // s ≈ 1 (confident rows), at half the cost.
