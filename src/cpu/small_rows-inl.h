@@ -208,8 +208,8 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
   // The coefficient sums (every term ≥ 0) are staged in float32 over 4
   // columns (≤ 3 roundings, ≤ 3·2^-24 relative to their own mass, as in the
   // row-wise kernel; 4 for Σc(m − z), whose products round in the FMAs) and
-  // widened once per 4: each widening is two conversions and an extract. Σexp is widened every column: it holds the
-  // maximum's term 1, which must not share a float32 rounding with the rest.
+  // widened once per 4: each widening is two conversions and an extract. Σexp
+  // likewise, without the maximum's exact-1 terms (counted apart, above).
   auto pblk = hn::Zero(d), cblk = hn::Zero(d), dblk = hn::Zero(d);
   auto widen_blocks = [&]() HWY_ATTR __attribute__((always_inline)) {
     if (soft) {
