@@ -55,15 +55,22 @@ namespace {
 
 bool gpu_dtype(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
 
+// The bytes from a strided matrix's first element to one past its last.
+std::size_t span_bytes(std::int64_t rows, std::int64_t cols, std::int64_t stride, DType dt) {
+  return static_cast<std::size_t>((rows - 1) * stride + cols) * DTypeSize(dt);
+}
+// Whether [a, a + na) and [b, b + nb) share a byte.
+bool overlaps(const void* a, std::size_t na, const void* b, std::size_t nb) {
+  const char* a0 = static_cast<const char*>(a);
+  const char* b0 = static_cast<const char*>(b);
+  return a0 < b0 + nb && b0 < a0 + na;
+}
+
 void check_alias(const char* fn, const void* in, DType din, std::int64_t rows, std::int64_t cols,
                  std::int64_t si, const void* out, DType dout, std::int64_t so) {
   if (out == nullptr || rows == 0 || cols == 0) return;
-  const char* a0 = static_cast<const char*>(in);
-  const char* a1 = a0 + static_cast<std::size_t>((rows - 1) * si + cols) * DTypeSize(din);
-  const char* b0 = static_cast<const char*>(out);
-  const char* b1 = b0 + static_cast<std::size_t>((rows - 1) * so + cols) * DTypeSize(dout);
-  if (b1 <= a0 || a1 <= b0) return;
-  if (a0 == b0 && din == dout && si == so) return;
+  if (!overlaps(in, span_bytes(rows, cols, si, din), out, span_bytes(rows, cols, so, dout))) return;
+  if (in == out && din == dout && si == so) return;
   fail_arg(fn, "grad overlaps the input without being exactly it "
                "(in place needs the same data, dtype and row_stride)");
 }
@@ -99,12 +106,8 @@ std::vector<double> fetch_row(const void* data, DType dt, std::int64_t stride, s
 void check_disjoint(const char* fn, const char* what, const void* in, std::size_t in_bytes, const void* out,
                     DType dout, std::int64_t rows, std::int64_t cols, std::int64_t so) {
   if (out == nullptr || in == nullptr || in_bytes == 0 || rows == 0 || cols == 0) return;
-  const char* a0 = static_cast<const char*>(in);
-  const char* a1 = a0 + in_bytes;
-  const char* b0 = static_cast<const char*>(out);
-  const char* b1 = b0 + static_cast<std::size_t>((rows - 1) * so + cols) * DTypeSize(dout);
-  if (b1 <= a0 || a1 <= b0) return;
-  fail_arg(fn, std::string("grad overlaps the ") + what + " (an input)");
+  if (overlaps(in, in_bytes, out, span_bytes(rows, cols, so, dout)))
+    fail_arg(fn, std::string("grad overlaps the ") + what + " (an input)");
 }
 
 CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& targets,
@@ -162,13 +165,9 @@ CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& target
                                           std::to_string(p.rows) + "×" + std::to_string(p.cols) +
                                           " but logits are " + std::to_string(ck.N) + "×" +
                                           std::to_string(V));
-    if (grad.data && ck.N > 0) {
-      const char* g0 = static_cast<const char*>(grad.data);
-      const char* g1 = g0 + static_cast<std::size_t>((ck.N - 1) * ck.sg + V) * DTypeSize(grad.dtype);
-      const char* p0 = static_cast<const char*>(p.data);
-      const char* p1 = p0 + static_cast<std::size_t>((ck.N - 1) * ck.sp + V) * DTypeSize(p.dtype);
-      if (!(g1 <= p0 || p1 <= g0)) fail_arg(fn, "grad must not alias the soft targets");
-    }
+    if (grad.data && ck.N > 0 &&
+        overlaps(grad.data, span_bytes(ck.N, V, ck.sg, grad.dtype), p.data, span_bytes(ck.N, V, ck.sp, p.dtype)))
+      fail_arg(fn, "grad must not alias the soft targets");
     ck.p_tol = norm_tolerance(p.dtype, V);
   } else if (targets.kind == Targets::Kind::kIndexInt32 || targets.kind == Targets::Kind::kIndexInt64) {
     if (ck.N > 0 && targets.indices == nullptr) fail_arg(fn, "targets.indices is null");

@@ -233,16 +233,23 @@ Shape check_matrix(const char* fn, const char* what, const void* data, DType dty
   return {rows, cols, detail::check_matrix_stride(fn, what, data, dtype, rows, cols, stride)};
 }
 
+// The bytes from a strided matrix's first element to one past its last.
+std::size_t span_bytes(const Shape& s, DType dt) {
+  return static_cast<std::size_t>((s.rows - 1) * s.stride + s.cols) * DTypeSize(dt);
+}
+// Whether [a, a + na) and [b, b + nb) share a byte.
+bool overlaps(const void* a, std::size_t na, const void* b, std::size_t nb) {
+  const char* a0 = static_cast<const char*>(a);
+  const char* b0 = static_cast<const char*>(b);
+  return a0 < b0 + nb && b0 < a0 + na;
+}
+
 // An output may be exactly the input (in place) or disjoint from it.
 void check_alias(const char* fn, const char* what, const MatrixView& in, const Shape& si,
                  const MutableMatrixView& out, const Shape& so) {
   if (out.data == nullptr || si.rows == 0 || si.cols == 0) return;
-  const char* a0 = static_cast<const char*>(in.data);
-  const char* a1 = a0 + static_cast<std::size_t>((si.rows - 1) * si.stride + si.cols) * DTypeSize(in.dtype);
-  const char* b0 = static_cast<const char*>(out.data);
-  const char* b1 = b0 + static_cast<std::size_t>((so.rows - 1) * so.stride + so.cols) * DTypeSize(out.dtype);
-  if (b1 <= a0 || a1 <= b0) return;
-  if (a0 == b0 && in.dtype == out.dtype && si.stride == so.stride) return;
+  if (!overlaps(in.data, span_bytes(si, in.dtype), out.data, span_bytes(so, out.dtype))) return;
+  if (in.data == out.data && in.dtype == out.dtype && si.stride == so.stride) return;
   fail(ErrorCode::kInvalidArgument,
        std::string(fn) + ": " + what + " overlaps the input without being exactly it "
                                       "(in place needs the same data, dtype and row_stride)");
@@ -255,12 +262,8 @@ void check_alias(const char* fn, const char* what, const MatrixView& in, const S
 void check_disjoint(const char* fn, const char* what, const void* in, std::size_t in_bytes,
                     const MutableMatrixView& out, const Shape& so) {
   if (out.data == nullptr || in == nullptr || in_bytes == 0 || so.rows == 0 || so.cols == 0) return;
-  const char* a0 = static_cast<const char*>(in);
-  const char* a1 = a0 + in_bytes;
-  const char* b0 = static_cast<const char*>(out.data);
-  const char* b1 = b0 + static_cast<std::size_t>((so.rows - 1) * so.stride + so.cols) * DTypeSize(out.dtype);
-  if (b1 <= a0 || a1 <= b0) return;
-  fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad overlaps the " + what + " (an input)");
+  if (overlaps(in, in_bytes, out.data, span_bytes(so, out.dtype)))
+    fail(ErrorCode::kInvalidArgument, std::string(fn) + ": grad overlaps the " + what + " (an input)");
 }
 
 // The optional outputs of an elementwise loss (BCE, KL): the N×C gradient and

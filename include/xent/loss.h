@@ -151,11 +151,12 @@ struct CrossEntropyResult {
 // logits (Error(kNonFinite) naming row and column), out-of-range targets,
 // invalid soft target rows (naming row and column, or the row's sum), bad
 // options, a gradient that overlaps the logits without being exactly them,
-// or overlaps the soft targets, the class weights or the index targets. After an error the gradient buffer's contents are unspecified (some rows
+// or overlaps the soft targets, the class weights or the index targets.
+// After an error the gradient buffer's contents are unspecified (some rows
 // may be written, others hold intermediate values); the logits are intact
-// unless the gradient is them. N = 0 is legal (loss 0, or NaN for mean with EmptyMean::kNaN). A row whose
-// transformed logits are all -inf: Error(kUndefined) naming the row (unless
-// ignored). -inf logits elsewhere are masks (probability 0); +inf is an error.
+// unless the gradient is them. N = 0 is legal (loss 0, or NaN for mean with
+// EmptyMean::kNaN). A row whose transformed logits are all -inf:
+// Error(kUndefined) naming the row (unless ignored). -inf logits elsewhere are masks (probability 0); +inf is an error.
 // correct counts index-target rows only (0 for soft targets); argmax is the
 // first index of the maximum, as torch.argmax.
 CrossEntropyResult cross_entropy_loss(const MatrixView& logits,
