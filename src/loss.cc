@@ -1072,7 +1072,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
     // of its chunk 0 (as on the row-wise path): the thread that did chunk 0
     // has it, a thread whose range starts inside the row finds it with a max
     // pass over chunk 0 instead of waiting for it (the chunks 0 used to run
-    // alone before the team: 1×262144 forward, 2 threads, 32 → 27 µs). The
+    // alone before the team: 1×262144 forward, 2 threads, 32–35 → 27–31 µs). The
     // gradient phase walks the range backwards, from the chunks last touched
     // (still in cache).
 #pragma omp parallel num_threads(nthreads)
