@@ -29,14 +29,17 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 exp_nonpositive
   // runs beside the first FMA, so the chain is three deep.
   const __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(1.666685790e-01f), r, _mm256_set1_ps(5.000644922e-01f));
   const __m256 em1 = _mm256_fmadd_ps(q, _mm256_mul_ps(r, r), r);
-  const __m256 y = _mm256_fmadd_ps(t, em1, t);  // T + T·(e^r − 1); exp(0) = 1 exactly
-  // 2^⌊k/8⌋ into the exponent field: j's bits shifted left by 20 are k·2^20
-  // (the shift constant's bits shift out), and clearing the low 23 bits
-  // leaves ⌊k/8⌋·2^23. y ≥ 0.95, so the sum stays normal for ⌊k/8⌋ ≥ −125,
-  // i.e. x ≥ −86.6; below that (e^x < 2.4e-38) and for −inf the result is 0.
+  // 2^⌊k/8⌋ into the table value's exponent field: j's bits shifted left
+  // by 20 are k·2^20 (the shift constant's bits shift out), and clearing the
+  // low 23 bits leaves ⌊k/8⌋·2^23. Scaling T (finite, in [1, 2)) before the
+  // last FMA rather than the result after it gives the same bits (a power of
+  // two, all normal: ⌊k/8⌋ ≥ −125 for x ≥ −86.6) and keeps a NaN argument
+  // NaN whatever its sign and payload (the FMA propagates it), so that a NaN
+  // logit shows in Σexp. Below −86.6 (e^x < 2.4e-38) and for −inf: 0.
   const __m256i scale = _mm256_and_si256(_mm256_slli_epi32(_mm256_castps_si256(j), 20),
                                          _mm256_set1_epi32(static_cast<int>(0xFF800000u)));
-  const __m256 e = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), scale));
+  const __m256 ts = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(t), scale));
+  const __m256 e = _mm256_fmadd_ps(ts, em1, ts);  // T·2^⌊k/8⌋·(1 + (e^r − 1)); exp(0) = 1 exactly
   return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-86.6f), _CMP_LT_OQ), e);
 }
 
