@@ -997,6 +997,23 @@ TEST(CrossEntropyLoss, SoftTargetErrors) {
   pl.set(2, 700, 1.5);
   expect_error([&] { cross_entropy_loss(zl.view(), Targets::Soft(pl.view()), o); },
                ErrorCode::kNotDistribution, {"[2][700]", "1.5"});
+  // Every kind of bad value, in a full block, a whole vector after the
+  // blocks and the partial last vector, in rows of 1000 and 40000 columns
+  // (one chunk and several): the row-wise pass tracks the smallest and
+  // largest p_j and finds a NaN through Σp.
+  for (std::int64_t v : {1000, 40000}) {
+    Buffer zv = random_logits(DType::kF32, 3, v, 1.0, 2);
+    Buffer pv = random_soft(DType::kF32, 3, v, 4);
+    for (std::int64_t col : {std::int64_t{5}, v - 9, v - 1})
+      for (double bad : {-0.25, 1.5, kNaN, kInfD, -kInfD}) {
+        Buffer pb = pv;
+        pb.set(1, col, bad);
+        const std::string where = "[1][" + std::to_string(col) + "]";
+        SCOPED_TRACE(where + " = " + std::to_string(bad));
+        expect_error([&] { cross_entropy_loss(zv.view(), Targets::Soft(pb.view()), o); },
+                     std::isnan(bad) ? ErrorCode::kNonFinite : ErrorCode::kNotDistribution, {where.c_str()});
+      }
+  }
 }
 
 // Few long rows on several threads: a row whose first chunk is all -inf (a

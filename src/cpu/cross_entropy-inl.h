@@ -169,13 +169,16 @@ struct StatsState {
   // one vector at a time: a 4-term partial has ≤ 3 roundings, ≤ 3·2^-24
   // relative to its own mass), widened once per block.
   V cblk, dblk, pblk;
-  hn::Mask<D> pbad;
+  // The smallest and largest p_j seen (from 0: a p_j < 0 or > 1 shows in
+  // them; a NaN p_j shows in Σp instead). Two operations per vector where
+  // testing each p_j against [0, 1] took five.
+  V pmin, pmax;
   explicit StatsState(D d)
       : ref(std::numeric_limits<T>::lowest()),
         ref_v(hn::Set(d, std::numeric_limits<T>::lowest())),
         xsum(hn::Zero(d)), s(d), csum(d), cdot(d), psum(d), ones(hn::Zero(d)),
         cblk(hn::Zero(d)), dblk(hn::Zero(d)), pblk(hn::Zero(d)),
-        pbad(hn::FirstN(d, 0)) {}
+        pmin(hn::Zero(d)), pmax(hn::Zero(d)) {}
 
   template <bool kCoef, bool kW, bool kP>
   HWY_INLINE void Flush(D d) {
@@ -263,9 +266,9 @@ HWY_INLINE hn::TFromD<D> MaxFrom(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_
 }
 
 // One vector of the statistics pass: returns e = exp(x − ref) (stored to
-// e_out if given) and accumulates the coefficient sums; `valid` masks a
-// partial vector.
-template <bool kCoef, bool kW, bool kP, class D>
+// e_out if given) and accumulates the coefficient sums; with kPartial,
+// `valid` masks a partial vector (the full vectors skip the masking).
+template <bool kCoef, bool kW, bool kP, bool kPartial, class D>
 HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD<D>* HWY_RESTRICT e_out,
                                 const hn::TFromD<D>* HWY_RESTRICT w,
                                 const hn::TFromD<D>* HWY_RESTRICT p,
@@ -276,15 +279,16 @@ HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD
   if constexpr (kCoef) {
     auto c = hn::Set(d, T(1));
     if constexpr (kP) {
-      const auto pv = hn::IfThenElseZero(valid, hn::LoadU(d, p));
+      auto pv = hn::LoadU(d, p);
+      if constexpr (kPartial) pv = hn::IfThenElseZero(valid, pv);
       st.pblk = hn::Add(st.pblk, pv);
-      st.pbad = hn::Or(st.pbad, hn::AndNot(hn::And(hn::Ge(pv, hn::Zero(d)),
-                                                   hn::Le(pv, hn::Set(d, T(1)))),
-                                           valid));
+      st.pmin = hn::Min(st.pmin, pv);
+      st.pmax = hn::Max(st.pmax, pv);
       c = hn::MulAdd(a, pv, b);
     }
     if constexpr (kW) c = hn::Mul(c, hn::LoadU(d, w));
-    c = hn::IfThenElseZero(valid, c);
+    if constexpr (kPartial) c = hn::IfThenElseZero(valid, c);
+    (void)valid;
     // 0 · (ref − z) is 0 even where z = -inf (a masked class with no mass).
     // ref is the running max, so every term is ≥ 0 and the float32 product
     // (relative error ≤ 2^-24 per term) keeps the sum's relative accuracy.
@@ -369,10 +373,10 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
       widen();
       st.template Raise<kCountOnly>(d, bmax, i, segs, i / L);
     }
-    auto e0 = StatsStep<kCoef, kW, kP>(d, st, x0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
-    auto e1 = StatsStep<kCoef, kW, kP>(d, st, x1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
-    auto e2 = StatsStep<kCoef, kW, kP>(d, st, x2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
-    auto e3 = StatsStep<kCoef, kW, kP>(d, st, x3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
+    auto e0 = StatsStep<kCoef, kW, kP, false>(d, st, x0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+    auto e1 = StatsStep<kCoef, kW, kP, false>(d, st, x1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
+    auto e2 = StatsStep<kCoef, kW, kP, false>(d, st, x2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
+    auto e3 = StatsStep<kCoef, kW, kP, false>(d, st, x3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
     if (HWY_UNLIKELY(hit)) {
       e0 = st.TakeOnes(d, x0, e0);
       e1 = st.TakeOnes(d, x1, e1);
@@ -406,7 +410,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, x);
     const bool hit = !hn::AllFalse(d, hn::Ge(x, st.ref_v));
     if (hit) st.template Raise<kCountOnly>(d, x, i, segs, i / L);
-    auto e = StatsStep<kCoef, kW, kP>(d, st, x, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+    auto e = StatsStep<kCoef, kW, kP, false>(d, st, x, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
     if (HWY_UNLIKELY(hit)) e = st.TakeOnes(d, x, e);
     st.s.Add(d, e);
     st.template Flush<kCoef, kW, kP>(d);
@@ -436,7 +440,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, hn::IfThenElseZero(valid, x));
     if (!hn::AllFalse(d, hn::Gt(x, st.ref_v))) st.template Raise<kCountOnly>(d, x, i, segs, i / L);
     HWY_ALIGN T eb[HWY_MAX_BYTES / sizeof(T)];
-    const auto e = StatsStep<kCoef, kW, kP>(d, st, x, eo ? eb : nullptr, wb, pb, a, b, valid);
+    const auto e = StatsStep<kCoef, kW, kP, true>(d, st, x, eo ? eb : nullptr, wb, pb, a, b, valid);
     st.s.Add(d, st.TakeOnes(d, x, e));
     st.template Flush<kCoef, kW, kP>(d);
     if (eo) {
@@ -472,7 +476,8 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
   }
   if constexpr (kP) {
     out->p_sum = st.psum.Total();
-    out->p_bad = !hn::AllFalse(d, st.pbad);
+    out->p_bad = !hn::AllFalse(d, hn::Or(hn::Lt(st.pmin, hn::Zero(d)), hn::Gt(st.pmax, hn::Set(d, T(1))))) ||
+                 std::isnan(out->p_sum);
   }
 }
 
