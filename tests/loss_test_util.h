@@ -8,9 +8,13 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "cpu/convert.h"
+#include "cpu/kernels.h"
+#include "hwy/targets.h"
 #include "reference/loss_reference.h"
 #include "xent/loss.h"
 
@@ -141,6 +145,29 @@ inline double dtype_rel(DType dt) {
     case DType::kF16: return 0x1p-11 * 1.01;
   }
   return 0;
+}
+
+// Runs body() once on each SIMD target this build compiled and this CPU
+// supports, HWY_SCALAR included: the kernels otherwise dispatch to the best
+// one only. hwy's test hook limits the dispatch to one target (with
+// HWY_SCALAR beside it: a target the build did not compile falls to it, and
+// is skipped). Expects HWY_SCALAR and at least one other target to have run.
+template <class Body>
+void for_each_simd_target(Body body) {
+  const std::int64_t supported = hwy::SupportedTargets();
+  std::set<std::string> ran;
+  for (const std::int64_t target : {HWY_AVX3_DL, HWY_AVX3, HWY_AVX2, HWY_SSE4, HWY_SSSE3, HWY_SCALAR}) {
+    if (!(supported & target)) continue;
+    hwy::SetSupportedTargetsForTest(target | HWY_SCALAR);
+    const std::string name = cpu::KernelTargetName();
+    if (name != hwy::TargetName(target)) continue;  // not compiled in this build
+    ran.insert(name);
+    SCOPED_TRACE("target " + name);
+    body();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  EXPECT_TRUE(ran.count("SCALAR")) << "HWY_SCALAR is always compiled (the fallback)";
+  EXPECT_GE(ran.size(), 2u) << "the machine's own target and HWY_SCALAR";
 }
 
 }  // namespace xent::test
