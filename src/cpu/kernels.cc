@@ -3,12 +3,8 @@
 // entry points of kernels.h that pick the best copy for this CPU at run time.
 #include "cpu/kernels.h"
 
-// Sanitized builds: compiling every target under ASan takes very long
-// (hwy's math is heavy). CMakeLists.txt keeps the machine's own x86 target
-// and HWY_SCALAR; without it, AVX-512 and HWY_SCALAR.
-#if defined(__SANITIZE_ADDRESS__) && !defined(HWY_DISABLED_TARGETS)
-#define HWY_DISABLED_TARGETS (HWY_AVX2 | HWY_SSE4 | HWY_SSSE3 | HWY_AVX3_DL)
-#endif
+// Sanitized builds (XENT_SANITIZE) compile fewer targets: CMakeLists.txt
+// sets HWY_DISABLED_TARGETS for this file.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/kernels.cc"
