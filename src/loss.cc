@@ -940,8 +940,19 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       // the extra exps cost ~1% of its training step. (Memory first: beyond
       // kRecomputeMaxV columns, rows that no longer stay in L2, this is the
       // slower choice, measured above for whole calls.)
-      const bool recompute = pl.z.dtype == Engine<T>::kNative &&
-                             ((pipe && pl.sz.cols <= kRecomputeMaxV) || (want_grad && !pl.slow && pl.in_region));
+      // Those figures are AVX-512's (Zen 4), whose gradient pass recomputes
+      // at ~0.17 ns per element. AVX2's exp costs about three times as much
+      // (Zen 3: the gradient pass 0.54 ns per element recomputing, 0.14 from
+      // stored exps), and there the stored exps win: 2 threads, ten
+      // alternated runs each, median of the per-run minimum, 4096×32000
+      // 73 ms instead of 80 (stored faster in 8 of 10 runs), smoothing 77
+      // instead of 85 (6 of 10), 8192×50257 228 instead of 293 (10 of 10),
+      // 16384×4096 35 instead of 41 (7 of 10). So only AVX-512 recomputes.
+      // (The bits are the same either way: the same exps.)
+      const bool recompute =
+          pl.z.dtype == Engine<T>::kNative &&
+          ((pipe && pl.sz.cols <= kRecomputeMaxV && cpu::RecomputingExpsPays()) ||
+           (want_grad && !pl.slow && pl.in_region));
       Scratch<T> s;
       make_scratch(s, !recompute);
       std::vector<T> e_other;  // the previous row's exps (swapped with s.e)

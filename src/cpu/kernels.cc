@@ -40,6 +40,7 @@ bool SmallRows(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* o
   return SmallRowsImpl(sp, r0, r1, out);
 }
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+bool RecomputingExpsPays() { return HWY_TARGET <= HWY_AVX3; }
 
 }  // namespace xent::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -54,6 +55,7 @@ HWY_EXPORT(MaxF64);
 HWY_EXPORT(GradF32);
 HWY_EXPORT(GradF64);
 HWY_EXPORT(TargetName);
+HWY_EXPORT(RecomputingExpsPays);
 HWY_EXPORT(BceRow);
 HWY_EXPORT(ExpRow);
 HWY_EXPORT(SmallRows);
@@ -84,6 +86,7 @@ void ChunkGradF64(const double* z, std::size_t n, double* g, const GradSpec& spe
 }
 void StreamFence() { hwy::FlushStream(); }
 const char* KernelTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+bool RecomputingExpsPays() { return HWY_DYNAMIC_DISPATCH(RecomputingExpsPays)(); }
 
 }  // namespace xent::cpu
 #endif  // HWY_ONCE

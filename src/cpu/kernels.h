@@ -195,5 +195,9 @@ void ExpRowF32(const float* x, float* y, std::size_t n);
 void StreamFence();
 // Name of the SIMD target chosen at run time ("AVX3", "AVX2", ...).
 const char* KernelTargetName();
+// Whether the run-time target's exp is cheap enough that a row's gradient
+// pass should recompute the exps rather than reload them from a row buffer
+// (true on AVX-512; see run_batch in loss.cc for the measurements).
+bool RecomputingExpsPays();
 
 }  // namespace xent::cpu
