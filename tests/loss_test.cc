@@ -379,27 +379,35 @@ TEST(CrossEntropyLoss, InPlaceGradient) {
 TEST(CrossEntropyLoss, InterleavedRowsBothGradientSources) {
   // Rows of ≥ 4096 columns interleave the statistics of row r with the
   // gradient of row r − 1; up to 65536 columns that gradient recomputes its
-  // exps from the logits, longer rows read the stored ones. Both, with one,
-  // two and three column chunks, a row whose maximum lies in a later chunk
-  // (a second exp reference), ignored rows, options, strides and in place.
-  for (std::int64_t v : {4099, 40000, 70001})
-    for (int variant = 0; variant < 3; ++variant) {
-      SCOPED_TRACE("V=" + std::to_string(v) + " variant=" + std::to_string(variant));
-      CeCase cc;
-      cc.N = 7;  // ≥ 2 rows per thread: the row-wise path
-      cc.V = v;
-      cc.ignore_every = 3;
-      if (variant == 1) cc.weights = true, cc.o.label_smoothing = 0.1, cc.o.z_loss = 1e-3, cc.stride = v + 5;
-      if (variant == 2) cc.inplace = true, cc.o.reduction = Reduction::kSum;
-      cc.logits = random_logits(cc.dt, cc.N, cc.V, cc.sigma, 40 + static_cast<unsigned>(variant), cc.stride);
-      cc.logits.set(1, v - 2, 40.0);  // row 1: its maximum in the last chunk
-      cc.logits.set(4, v / 2 + 1, 30.0);
-      check_ce(cc);
-      cc.soft = true;  // soft targets interleave the same way
-      cc.ignore_every = 0;
-      if (variant == 1) cc.soft_dt = DType::kBF16;  // target rows staged through a buffer
-      check_ce(cc);
-    }
+  // exps from the logits on AVX-512 and reads the stored ones elsewhere;
+  // longer rows always read the stored ones. Both sources (forced, so that
+  // every CPU runs both), with one, two and three column chunks, a row whose
+  // maximum lies in a later chunk (a second exp reference), ignored rows,
+  // options, strides and in place.
+  struct Restore {
+    ~Restore() { cpu::SetRecomputingExpsForTest(-1); }
+  } restore;
+  for (int recompute : {0, 1})
+    for (std::int64_t v : {4099, 40000, 70001})
+      for (int variant = 0; variant < 3; ++variant) {
+        cpu::SetRecomputingExpsForTest(recompute);
+        SCOPED_TRACE("V=" + std::to_string(v) + " variant=" + std::to_string(variant) +
+                     " recompute=" + std::to_string(recompute));
+        CeCase cc;
+        cc.N = 7;  // ≥ 2 rows per thread: the row-wise path
+        cc.V = v;
+        cc.ignore_every = 3;
+        if (variant == 1) cc.weights = true, cc.o.label_smoothing = 0.1, cc.o.z_loss = 1e-3, cc.stride = v + 5;
+        if (variant == 2) cc.inplace = true, cc.o.reduction = Reduction::kSum;
+        cc.logits = random_logits(cc.dt, cc.N, cc.V, cc.sigma, 40 + static_cast<unsigned>(variant), cc.stride);
+        cc.logits.set(1, v - 2, 40.0);  // row 1: its maximum in the last chunk
+        cc.logits.set(4, v / 2 + 1, 30.0);
+        check_ce(cc);
+        cc.soft = true;  // soft targets interleave the same way
+        cc.ignore_every = 0;
+        if (variant == 1) cc.soft_dt = DType::kBF16;  // target rows staged through a buffer
+        check_ce(cc);
+      }
 }
 
 // ------------------------------------------------------------ extreme logits
@@ -577,6 +585,30 @@ TEST(CrossEntropyLoss, SameBitsForAnyThreadCount) {
     const Bits s1 = run_threads(z, t, 1, o, &p);
     expect_same_bits(s1, run_threads(z, t, 2, o, &p));
     expect_same_bits(s1, run_threads(z, t, 3, o, &p));
+  }
+}
+
+// The interleaved rows' gradient gives the same bits whether it recomputes
+// its exps or reads the stored ones (the same kernel ops on the same values),
+// so which one a CPU picks (cpu::RecomputingExpsPays) never shows.
+TEST(CrossEntropyLoss, InterleavedRowsSameBitsFromEitherGradientSource) {
+  struct Restore {
+    ~Restore() { cpu::SetRecomputingExpsForTest(-1); }
+  } restore;
+  const std::int64_t n = 8, v = 40000;  // ≥ 2^18 logits: 2 threads run
+  const Buffer z = random_logits(DType::kF32, n, v, 4.0, 91);
+  const auto t = random_targets(n, v, 92);
+  const Buffer p = random_soft(DType::kF32, n, v, 93);
+  CrossEntropyOptions o;
+  for (int kind = 0; kind < 3; ++kind) {
+    SCOPED_TRACE(kind == 0 ? "hard" : kind == 1 ? "smoothing + z-loss" : "soft");
+    if (kind == 1) o.label_smoothing = 0.1, o.z_loss = 1e-3;
+    const Buffer* soft = kind == 2 ? &p : nullptr;
+    cpu::SetRecomputingExpsForTest(0);
+    const Bits stored = run_threads(z, t, 2, o, soft);
+    cpu::SetRecomputingExpsForTest(1);
+    const Bits recomputed = run_threads(z, t, 2, o, soft);
+    expect_same_bits(stored, recomputed);
   }
 }
 

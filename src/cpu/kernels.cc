@@ -3,6 +3,8 @@
 // entry points of kernels.h that pick the best copy for this CPU at run time.
 #include "cpu/kernels.h"
 
+#include <atomic>
+
 // Sanitized builds (XENT_SANITIZE) compile fewer targets: CMakeLists.txt
 // sets HWY_DISABLED_TARGETS for this file.
 
@@ -86,7 +88,14 @@ void ChunkGradF64(const double* z, std::size_t n, double* g, const GradSpec& spe
 }
 void StreamFence() { hwy::FlushStream(); }
 const char* KernelTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
-bool RecomputingExpsPays() { return HWY_DYNAMIC_DISPATCH(RecomputingExpsPays)(); }
+namespace {
+std::atomic<int> recomputing_exps_for_test{-1};
+}  // namespace
+bool RecomputingExpsPays() {
+  const int mode = recomputing_exps_for_test.load(std::memory_order_relaxed);
+  return mode >= 0 ? mode == 1 : HWY_DYNAMIC_DISPATCH(RecomputingExpsPays)();
+}
+void SetRecomputingExpsForTest(int mode) { recomputing_exps_for_test.store(mode, std::memory_order_relaxed); }
 
 }  // namespace xent::cpu
 #endif  // HWY_ONCE

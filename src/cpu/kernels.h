@@ -199,5 +199,9 @@ const char* KernelTargetName();
 // pass should recompute the exps rather than reload them from a row buffer
 // (true on AVX-512; see run_batch in loss.cc for the measurements).
 bool RecomputingExpsPays();
+// Tests only: makes RecomputingExpsPays() answer `mode` (0 false, 1 true),
+// or the run-time target's own answer again (-1), so that a test can run both
+// gradient sources on any CPU.
+void SetRecomputingExpsForTest(int mode);
 
 }  // namespace xent::cpu
