@@ -384,13 +384,10 @@ TEST(CrossEntropyLoss, InterleavedRowsBothGradientSources) {
   // every CPU runs both), with one, two and three column chunks, a row whose
   // maximum lies in a later chunk (a second exp reference), ignored rows,
   // options, strides and in place.
-  struct Restore {
-    ~Restore() { cpu::SetRecomputingExpsForTest(-1); }
-  } restore;
-  for (int recompute : {0, 1})
+  for (const bool recompute : {false, true}) {
+    const ForceRecomputingExps force(recompute);
     for (std::int64_t v : {4099, 40000, 70001})
       for (int variant = 0; variant < 3; ++variant) {
-        cpu::SetRecomputingExpsForTest(recompute);
         SCOPED_TRACE("V=" + std::to_string(v) + " variant=" + std::to_string(variant) +
                      " recompute=" + std::to_string(recompute));
         CeCase cc;
@@ -408,6 +405,7 @@ TEST(CrossEntropyLoss, InterleavedRowsBothGradientSources) {
         if (variant == 1) cc.soft_dt = DType::kBF16;  // target rows staged through a buffer
         check_ce(cc);
       }
+  }
 }
 
 // ------------------------------------------------------------ extreme logits
@@ -592,9 +590,6 @@ TEST(CrossEntropyLoss, SameBitsForAnyThreadCount) {
 // its exps or reads the stored ones (the same kernel ops on the same values),
 // so which one a CPU picks (cpu::RecomputingExpsPays) never shows.
 TEST(CrossEntropyLoss, InterleavedRowsSameBitsFromEitherGradientSource) {
-  struct Restore {
-    ~Restore() { cpu::SetRecomputingExpsForTest(-1); }
-  } restore;
   const std::int64_t n = 8, v = 40000;  // ≥ 2^18 logits: 2 threads run
   const Buffer z = random_logits(DType::kF32, n, v, 4.0, 91);
   const auto t = random_targets(n, v, 92);
@@ -604,11 +599,11 @@ TEST(CrossEntropyLoss, InterleavedRowsSameBitsFromEitherGradientSource) {
     SCOPED_TRACE(kind == 0 ? "hard" : kind == 1 ? "smoothing + z-loss" : "soft");
     if (kind == 1) o.label_smoothing = 0.1, o.z_loss = 1e-3;
     const Buffer* soft = kind == 2 ? &p : nullptr;
-    cpu::SetRecomputingExpsForTest(0);
-    const Bits stored = run_threads(z, t, 2, o, soft);
-    cpu::SetRecomputingExpsForTest(1);
-    const Bits recomputed = run_threads(z, t, 2, o, soft);
-    expect_same_bits(stored, recomputed);
+    auto run = [&](bool recompute) {
+      const ForceRecomputingExps force(recompute);
+      return run_threads(z, t, 2, o, soft);
+    };
+    expect_same_bits(run(false), run(true));
   }
 }
 

@@ -170,4 +170,14 @@ void for_each_simd_target(Body body) {
   EXPECT_GE(ran.size(), 2u) << "the machine's own target and HWY_SCALAR";
 }
 
+// For its lifetime, makes cpu::RecomputingExpsPays() answer `recompute`, so
+// that a test runs the interleaved rows' given gradient source on any CPU;
+// then the run-time target decides again.
+struct ForceRecomputingExps {
+  explicit ForceRecomputingExps(bool recompute) { cpu::SetRecomputingExpsForTest(recompute ? 1 : 0); }
+  ~ForceRecomputingExps() { cpu::SetRecomputingExpsForTest(-1); }
+  ForceRecomputingExps(const ForceRecomputingExps&) = delete;
+  ForceRecomputingExps& operator=(const ForceRecomputingExps&) = delete;
+};
+
 }  // namespace xent::test
