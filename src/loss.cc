@@ -941,9 +941,9 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       // kRecomputeMaxV columns, rows that no longer stay in L2, this is the
       // slower choice, measured above for whole calls.)
       // Those figures are AVX-512's (Zen 4), whose gradient pass recomputes
-      // at ~0.17 ns per element. AVX2's exp costs about three times as much
-      // (Zen 3: the gradient pass 0.54 ns per element recomputing, 0.14 from
-      // stored exps), and there the stored exps win: 2 threads, ten
+      // at ~0.17 ns per element. On AVX2 (Zen 3) the same pass costs about
+      // three times as much, 0.54 ns per element recomputing against 0.14
+      // from stored exps, and there the stored exps win: 2 threads, ten
       // alternated runs each, median of the per-run minimum, 4096×32000
       // 73 ms instead of 80 (stored faster in 8 of 10 runs), smoothing 77
       // instead of 85 (6 of 10), 8192×50257 228 instead of 293 (10 of 10),
