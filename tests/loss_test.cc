@@ -408,6 +408,28 @@ TEST(CrossEntropyLoss, InterleavedRowsBothGradientSources) {
   }
 }
 
+TEST(CrossEntropyLoss, LongRowsOfLargeLogitsFetchedAhead) {
+  // Rows longer than kFixedRefMax (8192) in logits of ≥ 4 MiB fetch their
+  // lines, and a soft row's, a fixed distance ahead (Engine::stats_chunk in
+  // loss.cc); the last row's fetches reach past the end of the buffers,
+  // where only a prefetch may go. Against the reference: hard and soft
+  // targets, packed and strided, out of place and in place.
+  for (int variant = 0; variant < 2; ++variant) {
+    SCOPED_TRACE("variant=" + std::to_string(variant));
+    CeCase cc;
+    cc.N = 16;
+    cc.V = 70001;  // 16 × 70001 float32 = 4.5 MB, three column chunks per row
+    cc.ignore_every = 5;
+    if (variant == 0) cc.inplace = true;
+    if (variant == 1) cc.weights = true, cc.o.label_smoothing = 0.1, cc.stride = cc.V + 3;
+    cc.logits = random_logits(cc.dt, cc.N, cc.V, cc.sigma, 60 + static_cast<unsigned>(variant), cc.stride);
+    check_ce(cc);
+    cc.soft = true;
+    cc.ignore_every = 0;
+    check_ce(cc);
+  }
+}
+
 // ------------------------------------------------------------ extreme logits
 
 TEST(CrossEntropyLoss, ExtremeLogits) {

@@ -354,17 +354,26 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
   // against the old reference, and Raise rescales the fp64 sums), and has
   // its exactly-1 terms counted apart.
   const char* HWY_RESTRICT pf = static_cast<const char*>(spec.prefetch);
+  const char* HWY_RESTRICT pfp = kP ? static_cast<const char*>(spec.prefetch_p) : nullptr;
   auto pend = hn::Zero(d);
   auto widen = [&]() HWY_ATTR __attribute__((always_inline)) {
     st.s.Add(d, pend);
     pend = hn::Zero(d);
   };
   auto block4 = [&](size_t i) HWY_ATTR __attribute__((always_inline)) {
+    // As many lines as this block's: of the next row (whose exp pass reads
+    // this row from L1 and so gives the hardware prefetcher nothing to
+    // follow), or a fixed distance ahead in this one (where the hardware
+    // prefetcher alone fell behind: see Engine::stats_chunk in loss.cc).
     if (pf) {
-      // The next row's lines, as many as this block's: the exp pass itself
-      // reads from L1 and so gives the hardware prefetcher nothing to follow.
       const char* q = pf + i * sizeof(T);
       for (size_t o = 0; o < 4 * L * sizeof(T); o += 64) hwy::Prefetch(q + o);
+    }
+    if constexpr (kP) {
+      if (pfp) {
+        const char* q = pfp + i * sizeof(T);
+        for (size_t o = 0; o < 4 * L * sizeof(T); o += 64) hwy::Prefetch(q + o);
+      }
     }
     const auto x0 = hn::LoadU(d, z + i);
     const auto x1 = hn::LoadU(d, z + i + L);

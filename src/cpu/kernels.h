@@ -105,9 +105,14 @@ struct CoefSpec {
   // -inf, a chunk of up to kFixedRefMax elements finds its own maximum
   // first (no rescaling at all), a longer one starts at its first block.
   double init_ref = -std::numeric_limits<double>::infinity();
-  // Optional: the next chunk the caller will read (n elements of the same
-  // type), fetched into L1 while this one's exps are computed.
+  // Optional: memory to fetch into L1 while this chunk is processed, block
+  // by block (the lines at prefetch + i·sizeof(T) while the block at z + i
+  // is, n elements' worth in all; likewise prefetch_p beside p): the next
+  // chunk the caller will read, or this chunk's own lines a fixed distance
+  // ahead. A prefetch never faults, so the addresses may lie past the end of
+  // the caller's array (callers form them as integers).
   const void* prefetch = nullptr;
+  const void* prefetch_p = nullptr;
 };
 inline constexpr std::size_t kFixedRefMax = 8192;
 
