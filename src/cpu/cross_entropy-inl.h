@@ -177,6 +177,8 @@ struct StatsState {
   // them; a NaN p_j shows in Σp instead). Two operations per vector where
   // testing each p_j against [0, 1] took five.
   V pmin, pmax;
+  // c = a·p + b of soft targets (see kSumFromP).
+  double coef_a = 0, coef_b = 0;
   explicit StatsState(D d)
       : ref(std::numeric_limits<T>::lowest()),
         ref_v(hn::Set(d, std::numeric_limits<T>::lowest())),
@@ -187,7 +189,7 @@ struct StatsState {
   template <bool kCoef, bool kW, bool kP>
   HWY_INLINE void Flush(D d) {
     if constexpr (kCoef) {
-      if constexpr (kW || kP) csum.Add(d, cblk);
+      if constexpr (kW) csum.Add(d, cblk);  // (without weights Σc comes from Σp: see kSumFromP)
       cdot.Add(d, dblk);
       cblk = dblk = hn::Zero(d);
     }
@@ -202,8 +204,8 @@ struct StatsState {
   // few times per chunk on typical data). Keeping ref = running max means
   // every exp argument is ≤ 0 and z − ref is exact for nearby values.
   // `per_lane`: elements each lane has seen (all vectors before i are full),
-  // standing in for Σc when every c is 1 and Σc is not accumulated.
-  template <bool kCountOnly>
+  // standing in for Σc, or its b·count part, where Σc is not accumulated.
+  template <bool kCountOnly, bool kSumFromP>
   HWY_INLINE void Raise(D d, V bmax, size_t i, std::vector<Segment>* segs, size_t per_lane) {
     const T nref = hn::GetLane(hn::MaxOfLanes(d, bmax));
     if (!(nref > ref)) return;  // NaN: flagged through xsum or Σexp
@@ -220,11 +222,17 @@ struct StatsState {
       ones = hn::Zero(d);
       s.Scale(std::exp(-delta));
     }
-    // Σ c (ref − z) moves by (nref − ref)·Σ c.
-    if constexpr (kCountOnly)
+    // Σ c (ref − z) moves by (nref − ref)·Σ c, per lane: Σc is the count
+    // when every c is 1, a·Σp + b·count for soft targets without class
+    // weights (c = a·p + b), else accumulated.
+    if constexpr (kCountOnly) {
       cdot.AddConstant(delta * static_cast<double>(per_lane));
-    else
+    } else if constexpr (kSumFromP) {
+      cdot.AddScaled(psum, delta * coef_a);
+      cdot.AddConstant(delta * coef_b * static_cast<double>(per_lane));
+    } else {
       cdot.AddScaled(csum, delta);
+    }
     ref = nref;
     ref_v = hn::Set(d, nref);
   }
@@ -298,7 +306,7 @@ HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD
     // (relative error ≤ 2^-24 per term) keeps the sum's relative accuracy.
     const auto diff = hn::IfThenElseZero(hn::Gt(c, hn::Zero(d)), hn::Sub(st.ref_v, x));
     if constexpr (kW || kP) {
-      st.cblk = hn::Add(st.cblk, c);
+      if constexpr (kW) st.cblk = hn::Add(st.cblk, c);
       st.dblk = hn::MulAdd(c, diff, st.dblk);
     } else {
       st.dblk = hn::Add(st.dblk, diff);  // c = 1: Σc is the count
@@ -327,9 +335,15 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
   }
   StatsState<D> st(d);
   constexpr bool kCountOnly = kCoef && !kW && !kP;
+  // Soft targets without class weights: Σc = a·Σp + b·n follows from Σp,
+  // which is accumulated anyway (for the check that Σp = 1), so Σc is not
+  // (one add per vector and a widening per block fewer).
+  constexpr bool kSumFromP = kP && !kW;
+  st.coef_a = spec.a;
+  st.coef_b = spec.b;
   if (spec.init_ref > -std::numeric_limits<double>::infinity()) {
     // A later chunk of a row: start at the first chunk's maximum.
-    st.template Raise<kCountOnly>(d, hn::Set(d, static_cast<T>(spec.init_ref)), 0, segs, 0);
+    st.template Raise<kCountOnly, kSumFromP>(d, hn::Set(d, static_cast<T>(spec.init_ref)), 0, segs, 0);
   } else if (n <= kFixedRefMax) {
     // Chunks up to kFixedRefMax elements find their maximum first (a cheap
     // pass that leaves them in L1), so that the exp pass runs against a fixed
@@ -337,7 +351,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     // rise ~ln n times, each a rescale). The chunk's maximum first (Max skips NaN; NaN / +inf are flagged
     // through xsum below), then one fixed reference for the whole chunk.
     const T mx = MaxFrom(d, z, n, std::numeric_limits<T>::lowest());
-    st.template Raise<kCountOnly>(d, hn::Set(d, mx), 0, segs, 0);
+    st.template Raise<kCountOnly, kSumFromP>(d, hn::Set(d, mx), 0, segs, 0);
   }
   size_t i = 0;
   // Blocks of 4 vectors: one max-check per block, then 4 exps summed
@@ -361,9 +375,10 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     pend = hn::Zero(d);
   };
   auto block4 = [&](size_t i) HWY_ATTR __attribute__((always_inline)) {
-    // As many lines as this block's: of the next row (whose exp pass reads
-    // this row from L1 and so gives the hardware prefetcher nothing to
-    // follow), or a fixed distance ahead in this one (where the hardware
+    // As many lines as this block's: of the next row (when this row's exp
+    // pass reads it from L1, after its maximum pass, and so gives the
+    // hardware prefetcher nothing to follow), or of this row a fixed
+    // distance ahead (when it streams from memory, where the hardware
     // prefetcher alone fell behind: see Engine::stats_chunk in loss.cc).
     if (pf) {
       const char* q = pf + i * sizeof(T);
@@ -397,7 +412,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     const bool hit = !hn::AllFalse(d, hn::Ge(bmax, st.ref_v));
     if (hit) {
       widen();
-      st.template Raise<kCountOnly>(d, bmax, i, segs, i / L);
+      st.template Raise<kCountOnly, kSumFromP>(d, bmax, i, segs, i / L);
     }
     // The block's exps in two copies, one for blocks that reach the
     // reference and one for all others, so that the common copy need not
@@ -443,7 +458,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     const auto x = hn::LoadU(d, z + i);
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, x);
     const bool hit = !hn::AllFalse(d, hn::Ge(x, st.ref_v));
-    if (hit) st.template Raise<kCountOnly>(d, x, i, segs, i / L);
+    if (hit) st.template Raise<kCountOnly, kSumFromP>(d, x, i, segs, i / L);
     auto e = StatsStep<kCoef, kW, kP, false>(d, st, x, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
     if (HWY_UNLIKELY(hit)) e = st.TakeOnes(d, x, e);
     st.s.Add(d, e);
@@ -472,7 +487,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     const auto x = hn::Load(d, zb);
 #endif
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, hn::IfThenElseZero(valid, x));
-    if (!hn::AllFalse(d, hn::Gt(x, st.ref_v))) st.template Raise<kCountOnly>(d, x, i, segs, i / L);
+    if (!hn::AllFalse(d, hn::Gt(x, st.ref_v))) st.template Raise<kCountOnly, kSumFromP>(d, x, i, segs, i / L);
     HWY_ALIGN T eb[HWY_MAX_BYTES / sizeof(T)];
     const auto e = StatsStep<kCoef, kW, kP, true>(d, st, x, eo ? eb : nullptr, wb, pb, a, b, valid);
     st.s.Add(d, st.TakeOnes(d, x, e));
@@ -503,7 +518,12 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
                               : -std::numeric_limits<double>::infinity();
   out->nonfinite = nonfinite || std::isnan(out->sum_exp);
   if constexpr (kCoef) {
-    out->coef_sum = (kW || kP) ? st.csum.Total() : static_cast<double>(n);
+    if constexpr (kW)
+      out->coef_sum = st.csum.Total();
+    else if constexpr (kP)
+      out->coef_sum = spec.a * st.psum.Total() + spec.b * static_cast<double>(n);
+    else
+      out->coef_sum = static_cast<double>(n);
     // cdot is relative to ref; if the chunk is all -inf, ref stayed at
     // lowest() and the terms with c > 0 are already +inf.
     out->coef_dot = st.cdot.Total();
