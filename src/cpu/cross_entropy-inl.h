@@ -380,15 +380,13 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     // hardware prefetcher nothing to follow), or of this row a fixed
     // distance ahead (when it streams from memory, where the hardware
     // prefetcher alone fell behind: see Engine::stats_chunk in loss.cc).
-    if (pf) {
-      const char* q = pf + i * sizeof(T);
+    auto fetch_block = [&](const char* base) HWY_ATTR __attribute__((always_inline)) {
+      const char* q = base + i * sizeof(T);
       for (size_t o = 0; o < 4 * L * sizeof(T); o += 64) hwy::Prefetch(q + o);
-    }
+    };
+    if (pf) fetch_block(pf);
     if constexpr (kP) {
-      if (pfp) {
-        const char* q = pfp + i * sizeof(T);
-        for (size_t o = 0; o < 4 * L * sizeof(T); o += 64) hwy::Prefetch(q + o);
-      }
+      if (pfp) fetch_block(pfp);
     }
     const auto x0 = hn::LoadU(d, z + i);
     const auto x1 = hn::LoadU(d, z + i + L);
