@@ -19,6 +19,7 @@ Run: PYTHONPATH=<build>/python python3 bench/cuda_bench.py [--quick]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 
@@ -57,7 +58,7 @@ def copy_bandwidth(iters):
 DT = {torch.float32: X.DType.f32, torch.bfloat16: X.DType.bf16}
 
 
-def ce_rows(n, v, dtype, copy_bps, iters, compiled):
+def ce_rows(n, v, dtype, copy_bps, iters, compiled, variants, profile_to=None):
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(n, v, device="cuda", dtype=torch.float32, generator=g).mul_(3).to(dtype)
     t = torch.randint(0, v, (n,), device="cuda", generator=g)
@@ -72,6 +73,20 @@ def ce_rows(n, v, dtype, copy_bps, iters, compiled):
 
     def raw():  # one fused call: read logits once, write the gradient once
         mod.cross_entropy_loss(view, tgt, opts, outs, stream)
+
+    def raw_with(env):  # the raw call under benchmark knobs (cuda/cross_entropy.cu)
+        def fn():
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                raw()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+        return fn
 
     xr = x.detach().requires_grad_()
 
@@ -89,14 +104,34 @@ def ce_rows(n, v, dtype, copy_bps, iters, compiled):
 
     nbytes = 2 * n * v * x.element_size()
     rows = []
-    for name, fn in (("xent kernel", raw), ("xent.torch", ours), ("F.cross_entropy", torch_ce),
-                     ("torch.compile CE", compiled_ce)):
+    contenders = [("xent kernel", raw)]
+    if variants:
+        contenders += [("xent kernel: ce_rows (the row kernel)", raw_with({"XENT_CUDA_CE": "rows"})),
+                       ("xent kernel: a cluster per row", raw_with({"XENT_CUDA_CE_GRID": "rows"})),
+                       ("xent kernel: persistent, no prefetch", raw_with({"XENT_CUDA_CE_PREFETCH": "0"})),
+                       ("xent kernel: 512 threads", raw_with({"XENT_CUDA_CE_THREADS": "512"})),
+                       ("xent kernel: 80 registers (256 threads; else ce_rows)",
+                        raw_with({"XENT_CUDA_CE_REGS": "80"})),
+                       ("xent kernel: 64 registers", raw_with({"XENT_CUDA_CE_REGS": "64"}))]
+    contenders += [("xent.torch", ours), ("F.cross_entropy", torch_ce), ("torch.compile CE", compiled_ce)]
+    for name, fn in contenders:
         try:
             ms = timed(fn, iters)
             rows.append((name, ms, nbytes / (ms * 1e-3) / copy_bps))
         except Exception as e:  # report, do not hide, a failing contender
             rows.append((name, float("nan"), float("nan")))
             print(f"{name} {n}x{v} {dtype}: {type(e).__name__}: {e}", file=sys.stderr)
+    if profile_to:  # where xent.torch's time goes beyond the kernel's
+        from torch.profiler import ProfilerActivity, profile
+        ours()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                ours()
+            torch.cuda.synchronize()
+        with open(profile_to, "a") as f:
+            print(f"== xent.torch fwd+bwd {n}x{v} {dtype}, 3 calls", file=f)
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15), file=f)
     del x, grad, xr
     torch.cuda.empty_cache()
     return rows
@@ -177,6 +212,10 @@ def linear_ce(n, d, v, iters):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer iterations")
+    ap.add_argument("--variants", action="store_true",
+                    help="also time the raw kernel under its benchmark knobs (ce_rows, block size, registers)")
+    ap.add_argument("--torch-profile", metavar="FILE",
+                    help="append a torch.profiler table of xent.torch fwd+bwd at 4096x32000 to FILE")
     args = ap.parse_args()
     iters = 5 if args.quick else 20
     if not torch.cuda.is_available():
@@ -191,7 +230,8 @@ def main():
     print("|---|---|---|---:|---:|")
     for n, v in ((4096, 32000), (8192, 50257), (2048, 128256)):
         for dtype in (torch.float32, torch.bfloat16):
-            for method, ms, frac in ce_rows(n, v, dtype, copy_bps, iters, compiled):
+            prof = args.torch_profile if (n, v) == (4096, 32000) else None
+            for method, ms, frac in ce_rows(n, v, dtype, copy_bps, iters, compiled, args.variants, prof):
                 print(f"| {n}×{v} | {str(dtype)[6:]} | {method} | {ms:.3f} | {frac:.0%} |")
             sys.stdout.flush()
     print("\n| linear CE 8192×2048×128256 bf16 | fwd+bwd ms | peak extra MiB |")

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 
+#include "host_util.h"
 #include "row_math.h"
 #include "xent/error.h"
 #include "xent/loss.h"
@@ -30,7 +31,7 @@ inline void check(cudaError_t e, const char* what) {
 class DeviceBuffer {
  public:
   DeviceBuffer(std::size_t bytes, cudaStream_t s) : stream_(s) {
-    if (bytes) XENT_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, s));
+    if (bytes) XENT_CUDA_CHECK(cudaMallocFromPoolAsync(&ptr_, bytes, workspace_pool(), s));
   }
   ~DeviceBuffer() {
     if (ptr_) cudaFreeAsync(ptr_, stream_);

@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "validate.h"
@@ -253,6 +255,27 @@ CeCheck check_ce(const char* fn, const MatrixView& logits, const Targets& target
        std::string(fn) + ": targets" + at + " = " + fmt_num(t) + " is not a probability in [0, 1]");
 }
 
+cudaMemPool_t workspace_pool() {
+  static std::mutex mu;
+  static std::map<int, cudaMemPool_t> pools;  // one per device, kept for the process
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = pools.find(dev);
+  if (it != pools.end()) return it->second;
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = dev;
+  cudaMemPool_t pool;
+  check(cudaMemPoolCreate(&pool, &props), "cudaMemPoolCreate");
+  std::uint64_t keep = kPoolKeepBytes;
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep),
+        "cudaMemPoolSetAttribute(ReleaseThreshold)");
+  pools.emplace(dev, pool);
+  return pool;
+}
+
 }  // namespace xent::cuda_detail
 
 namespace xent::cuda {
@@ -269,9 +292,10 @@ int device_count() noexcept {
 }
 
 std::size_t workspace_peak_bytes(bool reset) noexcept {
-  int dev = 0;
   cudaMemPool_t pool;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetDefaultMemPool(&pool, dev) != cudaSuccess) {
+  try {
+    pool = cuda_detail::workspace_pool();
+  } catch (...) {
     (void)cudaGetLastError();
     return 0;
   }

@@ -3,6 +3,8 @@
 // the offending row back to name the column and value, as the CPU path does).
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <string>
 
@@ -12,6 +14,13 @@
 namespace xent::cuda_detail {
 
 [[noreturn]] void fail_arg(const char* fn, const std::string& what);
+
+// The current device's memory pool for xent's scratch (DeviceBuffer,
+// common.cuh), created on first use. It keeps up to kPoolKeepBytes mapped
+// between calls: the default pool keeps nothing, so every call paid for
+// mapping its workspace again.
+constexpr std::uint64_t kPoolKeepBytes = 256ull << 20;
+cudaMemPool_t workspace_pool();
 
 struct CeCheck {
   std::int64_t N = 0, sz = 0, sp = 0, sg = 0;

@@ -87,6 +87,7 @@ struct CeCase {
   DType dtype = DType::kF32;
   std::int64_t N = 9, V = 1000, stride = 0;
   bool soft = false, weights = false, int32 = false, masks = false, ignore = false, accuracy = true;
+  bool row_outputs = true;  // false: no row_loss / row_lse asked for
   CrossEntropyOptions o{};
   double sigma = 3;
 };
@@ -126,16 +127,16 @@ void compare_ce(const CeCase& c, bool in_place = false) {
                       : (c.int32 ? Targets::Index(static_cast<const std::int32_t*>(dt32.p))
                                  : Targets::Index(static_cast<const std::int64_t*>(dt.p)));
   MutableMatrixView gv = in_place ? on_device_mut(z, dz) : on_device_mut(z, dg);
-  const auto got = cuda::cross_entropy_loss(on_device(z, dz), td, o,
-                                            {static_cast<float*>(drl.p), static_cast<float*>(dlse.p), gv},
-                                            nullptr);
+  float* rl_out = c.row_outputs ? static_cast<float*>(drl.p) : nullptr;
+  float* lse_out = c.row_outputs ? static_cast<float*>(dlse.p) : nullptr;
+  const auto got = cuda::cross_entropy_loss(on_device(z, dz), td, o, {rl_out, lse_out, gv}, nullptr);
   EXPECT_TRUE(test::Near(got.loss, want.loss, 1e-5, 1e-7)) << "loss";
   EXPECT_TRUE(test::Near(got.z_loss, want.z_loss, 1e-5, 1e-9)) << "z_loss";
   EXPECT_EQ(got.count, want.count);
   EXPECT_NEAR(got.weight_sum, want.weight_sum, 1e-9 * want.weight_sum);
   EXPECT_EQ(got.correct, want.correct);
   const auto rl = drl.get<float>(c.N), lse = dlse.get<float>(c.N);
-  for (std::int64_t r = 0; r < c.N; ++r) {
+  for (std::int64_t r = 0; c.row_outputs && r < c.N; ++r) {
     EXPECT_TRUE(test::Near(rl[r], rl_cpu[r], 1e-5, 1e-6)) << "row_loss " << r;
     EXPECT_TRUE(test::Near(lse[r], lse_cpu[r], 1e-6, 1e-6)) << "row_lse " << r;
   }
@@ -183,6 +184,34 @@ TEST_F(Cuda, CrossEntropyMatrixOfCases) {
     c = base; c.name = "confident rows"; c.sigma = 60; compare_ce(c);
     c = base; c.name = "grad_scale"; c.o.grad_scale = -0.37; compare_ce(c);
     c = base; c.name = "in place"; compare_ce(c, true);
+    c = base; c.name = "in place, odd V, padded stride"; c.V = 333; c.stride = 347; c.ignore = true;
+    compare_ce(c, true);
+    c = base; c.name = "ignore_index, no row outputs"; c.ignore = true; c.row_outputs = false;
+    compare_ce(c);
+  }
+}
+
+// Rows of LLM vocabularies: the fast kernel (ce_chunks) cuts them into
+// chunks of one block each, exchanged within a thread-block cluster on
+// sm_90 (up to 8 chunks: 128256 float32 columns take 8 blocks of 512
+// threads). Odd V and padded strides make rows start off 16-byte vectors;
+// targets land in every chunk.
+TEST_F(Cuda, CrossEntropyChunkedRows) {
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (std::int64_t V : {4093, 32000, 50257, 128256}) {
+      CeCase base{.name = "plain", .dtype = dt, .N = 11, .V = V};
+      compare_ce(base);
+      CeCase c = base;
+      c.name = "weights + z_loss + ignore_index, sum, padded stride";
+      c.weights = true; c.ignore = true; c.o = opts(Reduction::kSum); c.o.z_loss = 1e-3;
+      c.stride = V + 3;
+      compare_ce(c);
+      c = base; c.name = "in place, padded stride, masks"; c.stride = V + 5; c.masks = true;
+      compare_ce(c, true);
+      c = base; c.name = "confident rows, none, no row outputs"; c.sigma = 60;
+      c.o = opts(Reduction::kNone); c.row_outputs = false; c.ignore = true;
+      compare_ce(c);
+    }
   }
 }
 
@@ -205,16 +234,19 @@ TEST_F(Cuda, CrossEntropyIsDeterministic) {
   Buffer z = test::random_logits(DType::kF32, 64, 50257, 4, 3);
   auto t = test::random_targets(64, 50257, 4);
   Dev dz(z.bytes), dt(t), dg(z.bytes.size());
-  CrossEntropyOptions o;
-  o.label_smoothing = 0.1;
-  auto run = [&] {
-    const auto r = cuda::cross_entropy_loss(on_device(z, dz), Targets::Index(static_cast<const std::int64_t*>(dt.p)), o,
-                                            {nullptr, nullptr, on_device_mut(z, dg)}, nullptr);
-    return std::make_pair(r.loss, dg.bytes());
-  };
-  const auto a = run(), b = run();
-  EXPECT_EQ(std::memcmp(&a.first, &b.first, sizeof(double)), 0);
-  EXPECT_TRUE(a.second == b.second);
+  // Smoothing takes ce_rows; without it ce_chunks (7 chunks a row, a cluster).
+  for (double eps : {0.1, 0.0}) {
+    CrossEntropyOptions o;
+    o.label_smoothing = eps;
+    auto run = [&] {
+      const auto r = cuda::cross_entropy_loss(on_device(z, dz), Targets::Index(static_cast<const std::int64_t*>(dt.p)), o,
+                                              {nullptr, nullptr, on_device_mut(z, dg)}, nullptr);
+      return std::make_pair(r.loss, dg.bytes());
+    };
+    const auto a = run(), b = run();
+    EXPECT_EQ(std::memcmp(&a.first, &b.first, sizeof(double)), 0) << eps;
+    EXPECT_TRUE(a.second == b.second) << eps;
+  }
 }
 
 TEST_F(Cuda, CrossEntropyErrorsMatchTheCpu) {

@@ -40,18 +40,22 @@ namespace xent::cuda {
 // no device (cudaGetDeviceCount failing counts as 0). Never throws.
 int device_count() noexcept;
 
-// Peak bytes of device scratch (cudaMallocAsync from the current device's
-// default pool, which xent_cuda uses for its workspaces and tiles) held at
-// once since the last reset; `reset` starts a new window. This is memory
-// that torch.cuda.max_memory_allocated does not see. 0 without a device.
+// Peak bytes of device scratch (xent_cuda's own stream-ordered memory pool
+// of the current device, which holds its workspaces and tiles and keeps up
+// to 256 MiB of them mapped between calls) held at once since the last
+// reset; `reset` starts a new window. This is memory that
+// torch.cuda.max_memory_allocated does not see. 0 without a device.
 std::size_t workspace_peak_bytes(bool reset) noexcept;
 
-// xent::cross_entropy_loss on the GPU: one block per row reads the row once
-// for the (max, Σexp) statistics and, when outputs.grad.data is set, writes
-// the gradient in a second sweep over the same row (from shared memory when
-// the row fits, else from L2). Every option of CrossEntropyOptions is
-// supported (num_threads ignored). outputs.grad may alias the logits
-// exactly (in place).
+// xent::cross_entropy_loss on the GPU. Index targets without smoothing,
+// softcap, temperature or focal γ (the common training call) read each row
+// once into registers, cut into up to 8 chunks of one block each that
+// exchange their (max, Σexp) within a thread-block cluster (sm_90; on
+// sm_80 rows of one chunk), then write the gradient from the registers.
+// Other calls take one block per row, which writes the gradient in a
+// second sweep over the row (from shared memory when the row fits, else
+// from L2). Every option of CrossEntropyOptions is supported (num_threads
+// ignored). outputs.grad may alias the logits exactly (in place).
 CrossEntropyResult cross_entropy_loss(const MatrixView& logits, const Targets& targets,
                                       const CrossEntropyOptions& options,
                                       const CrossEntropyOutputs& outputs, void* stream);
