@@ -12,8 +12,13 @@
     backward: time and peak extra memory (torch.cuda.max_memory_allocated
     above what the inputs hold) for xent against torch.compile'd
     linear + cross-entropy.
-Times: CUDA events, median of --iters runs after warm-up.
-Run: PYTHONPATH=<build>/python python3 bench/cuda_bench.py [--quick]
+With --variants, the raw call is also timed under the kernel's benchmark
+knobs (environment variables read per call, cuda/cross_entropy.cu: the row
+kernel ce_rows, one cluster per row, no L2 prefetch, 512 threads, 80 or 64
+registers); --torch-profile FILE appends a torch.profiler table of
+xent.torch's forward + backward at 4096×32000 to FILE.
+Times: CUDA events, median of 20 runs (--quick: 5) after warm-up.
+Run: PYTHONPATH=<build>/python python3 bench/cuda_bench.py [--quick] [--variants]
 """
 
 from __future__ import annotations

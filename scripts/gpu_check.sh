@@ -7,7 +7,9 @@
 #   ./gpu-check-out). Dependencies the GPU image lacks (Highway, GoogleTest,
 #   OpenBLAS) come from build-gpu-bundle/ when present (made on the
 #   development machine by scripts/gpu_bundle.sh and carried along).
-# Usage: bash scripts/gpu_check.sh [--quick]   (--quick: fewer bench iterations)
+# Usage: bash scripts/gpu_check.sh [--quick] [--variants] [--torch-profile FILE]
+#        (arguments go to bench/cuda_bench.py: --quick fewer iterations, --variants
+#        the kernel under its benchmark knobs)
 #        bash scripts/gpu_check.sh --profile   (build, then only Nsight Compute on
 #        bench/cuda_profile.py: the fused CE kernels' speed-of-light, memory and
 #        occupancy sections, into $OUT/profile.txt)
@@ -63,12 +65,14 @@ log "build: $(( $(date +%s) - start )) s"
 if [ $profile = 1 ]; then
   ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   if [ -z "$ncu_bin" ]; then log "no ncu (Nsight Compute) on this machine"; exit 1; fi
-  # ce_rows or ce_chunks (the one a plain call takes) from the third call on (float32: two warm-up calls skipped), and bfloat16.
-  PYTHONPATH="$build"/python "$ncu_bin" --kernel-name regex:"ce_(rows|chunks)" --launch-skip 2 --launch-count 4 \
+  # ce_rows or ce_chunks (the one a plain call takes; not reduce_rows, whose
+  # name holds "ce_rows") from the third call on (float32: two warm-up calls
+  # skipped), and bfloat16.
+  PYTHONPATH="$build"/python "$ncu_bin" --kernel-name regex:"(^|[^u])ce_(rows|chunks)" --launch-skip 2 --launch-count 4 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
     --section LaunchStats --section WarpStateStats \
     $py bench/cuda_profile.py > "$out/profile.txt" 2>&1 || status=1
-  log "profile: $(grep -cE 'ce_(rows|chunks).*Context' "$out/profile.txt" || true) kernels (profile.txt)"
+  log "profile: $(grep -cE '(^|[^u])ce_(rows|chunks).*Context' "$out/profile.txt" || true) kernels (profile.txt)"
   exit $status
 fi
 
