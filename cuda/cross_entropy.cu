@@ -3,9 +3,10 @@
 //      denominators (Σ w[y_n], count) in a fixed order, hence the gradient
 //      scales, before any output is written.
 //   2. ce_chunks (index targets without smoothing, softcap, temperature or
-//      focal γ: see its comment) or ce_rows (the rest): one block per row. Sweep 1 reads the row once into the
-//      online statistics (and, when the row fits, into shared memory);
-//      thread 0 finalizes the row; sweep 2 writes the gradient from the
+//      focal γ: a row in ≤ 8 blocks holding it in registers; see its
+//      comment) or ce_rows (the rest): one block per row. Sweep 1 reads the
+//      row once into the online statistics (and, when the row fits, into
+//      shared memory); thread 0 finalizes the row; sweep 2 writes the gradient from the
 //      cached copy (or from global memory, where the row was just read and is
 //      normally still in L2). Focal γ with several non-zero coefficients adds
 //      one sweep for Σ c·H.
@@ -305,12 +306,27 @@ __device__ __forceinline__ int warp_min(int v) {
 // bf16 → float as volatile asm: the kernel's loops must not keep the 64
 // unpacked floats of a thread's bf16 chunk live between them (the compiler
 // would, and spill them); recomputing costs one instruction.
-__device__ __forceinline__ float chunk_float(float x) { return x; }
-__device__ __forceinline__ float chunk_float(__half x) { return __half2float(x); }
+template <class T>
+__device__ __forceinline__ float chunk_float(T x) { return to_float(x); }
 __device__ __forceinline__ float chunk_float(__nv_bfloat16 x) {
   unsigned w;
   asm volatile("mov.b32 %0, {%1, %2};" : "=r"(w) : "h"(static_cast<unsigned short>(0)), "h"(__bfloat16_as_ushort(x)));
   return __uint_as_float(w);
+}
+
+// Row r of z as 16-byte vectors, from the one holding its first element
+// (the first and last vectors may hold neighbours' elements): their start,
+// the first element's lane in it, and how many vectors the row spans.
+struct RowSpan {
+  const uint4* vecs;
+  int head, L;
+};
+template <class T>
+__device__ __forceinline__ RowSpan row_span(const void* z, std::int64_t r, std::int64_t stride, int V) {
+  constexpr int kVec = 16 / sizeof(T);
+  const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(static_cast<const T*>(z) + r * stride);
+  const int head = static_cast<int>((addr & 15) / sizeof(T));
+  return {reinterpret_cast<const uint4*>(addr - (addr & 15)), head, (head + V + kVec - 1) / kVec};
 }
 
 // MaxThreads / MinBlocks: the register budget (1024 / 1: 64 registers a
@@ -336,12 +352,10 @@ __global__ void __launch_bounds__(MaxThreads, MinBlocks) ce_chunks(CeArgs a) {
   for (std::int64_t r = blockIdx.y; r < a.N; r += gridDim.y) {
     const std::int64_t t = target_at(a, r);
     const bool ignored = t == a.ignore_index;
-    // The row as 16-byte vectors from the one holding its first element: the
-    // first and last may hold neighbours' elements, never used or written.
-    const std::uintptr_t zaddr = reinterpret_cast<std::uintptr_t>(static_cast<const T*>(a.z) + r * a.sz);
-    const int head = static_cast<int>((zaddr & 15) / sizeof(T));
-    const uint4* zv = reinterpret_cast<const uint4*>(zaddr - (zaddr & 15));
-    const int L = (head + V + kVec - 1) / kVec;
+    // Neighbours' elements in the first and last vector are never used or written.
+    const RowSpan span = row_span<T>(a.z, r, a.sz, V);
+    const uint4* zv = span.vecs;
+    const int head = span.head, L = span.L;
     const int v0 = rank * blockDim.x * NV + tid;  // this thread's vectors: v0 + k·blockDim
     float zt = 0.f;  // the target's logit, read before any block of the row writes (in place)
     if (!ignored && tid == 0) zt = chunk_float(static_cast<const T*>(a.z)[r * a.sz + t]);
@@ -365,15 +379,11 @@ __global__ void __launch_bounds__(MaxThreads, MinBlocks) ce_chunks(CeArgs a) {
       // rows: the next row's chunk is fetched into L2 now, so that its
       // memory latency overlaps this row's reductions and cluster exchange.
       if (a.prefetch && r + gridDim.y < a.N) {
-        const std::uintptr_t n_addr =
-            reinterpret_cast<std::uintptr_t>(static_cast<const T*>(a.z) + (r + gridDim.y) * a.sz);
-        const int n_head = static_cast<int>((n_addr & 15) / sizeof(T));
-        const int n_L = (n_head + V + kVec - 1) / kVec;
-        const char* n_zv = reinterpret_cast<const char*>(n_addr - (n_addr & 15));
+        const RowSpan next = row_span<T>(a.z, r + gridDim.y, a.sz, V);
 #pragma unroll
         for (int k = 0; k < NV; ++k) {
           const int v = v0 + k * blockDim.x;
-          if (v < n_L) asm volatile("prefetch.global.L2 [%0];" ::"l"(n_zv + 16 * static_cast<std::int64_t>(v)));
+          if (v < next.L) asm volatile("prefetch.global.L2 [%0];" ::"l"(next.vecs + v));
         }
       }
       // (1) the chunk's max.
@@ -562,7 +572,7 @@ __global__ void __launch_bounds__(MaxThreads, MinBlocks) ce_chunks(CeArgs a) {
         const int vt = static_cast<int>(t) + head;  // the target's place: vector vt / kVec, lane vt % kVec
         T* grow = static_cast<T*>(a.g) + r * a.sg;
         const std::uintptr_t gaddr = reinterpret_cast<std::uintptr_t>(grow);
-        const bool gvec = (gaddr & 15) == (zaddr & 15);
+        const bool gvec = (gaddr & 15) == head * sizeof(T);  // misaligned as the logits' row
         uint4* gv = reinterpret_cast<uint4*>(gaddr - (gaddr & 15));
         if (a.g) {
 #pragma unroll
@@ -814,7 +824,6 @@ CeRun run_ce(const char* fn, const MatrixView& logits, const Targets& targets,
   XENT_CUDA_CHECK(cudaGetLastError());
   reduce_rows<<<1, kReduceThreads, 0, stream>>>(a.row_ce, a.row_zl, a.row_correct, ck.N, tot);
   XENT_CUDA_CHECK(cudaGetLastError());
-  unsigned long long err = kNoError;
   // Totals and the error word lie side by side: one copy back.
   struct {
     Totals t;
@@ -824,8 +833,7 @@ CeRun run_ce(const char* fn, const MatrixView& logits, const Targets& targets,
   XENT_CUDA_CHECK(cudaMemcpyAsync(&back, tot, sizeof(back), cudaMemcpyDeviceToHost, stream));
   XENT_CUDA_CHECK(cudaStreamSynchronize(stream));
   run.totals = back.t;
-  err = back.e;
-  if (err != kNoError) throw_row_error(fn, logits, targets, o, ck, err);
+  if (back.e != kNoError) throw_row_error(fn, logits, targets, o, ck, back.e);
   return run;
 }
 
