@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <random>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -44,6 +46,92 @@ TEST(KernelExp, UnderflowAndMasks) {
   EXPECT_GE(y[1], 0.0f);
   EXPECT_EQ(y[2], 0.0f);  // masks are exactly 0
   EXPECT_EQ(y[3], 0.0f);
+}
+
+// The statistics pass runs most blocks' exps without their underflow test
+// (AVX2: blocks whose smallest z − ref is ≥ −86.6). Rows whose logits sit
+// on both sides of that edge, with -inf masks and far-below values in some
+// blocks and not in others: every stored exp must be the exp of its own
+// z − ref (within 2 ulp of the long-double one above the edge, 0 or a
+// subnormal below it, exactly 0 for -inf), and Σexp the long-double sum.
+// A block sent to the wrong exp would show as a garbage exponent here.
+TEST(KernelStats, ExpsAtTheUnderflowEdge) {
+  const float edge[] = {-86.59f, -86.6f, -86.61f, -86.7f, -87.0f, -87.3f, -87.5f, -90.0f, -150.0f, -1e30f,
+                        -std::numeric_limits<float>::infinity()};
+  std::mt19937 rng(7);
+  for (const std::size_t n : {std::size_t{1000}, std::size_t{4096}, std::size_t{20000}}) {
+    for (const bool given_ref : {false, true}) {
+      const float mx = 3.25f;
+      std::vector<float> z(n);
+      std::uniform_real_distribution<float> u(-86.5f, 0.0f);
+      for (auto& v : z) v = mx + u(rng);
+      // Every 7th block of 32 untouched (all within 86.5 of the maximum);
+      // the others get one or two edge values at varying lanes.
+      for (std::size_t blk = 0; blk * 32 < n; ++blk) {
+        if (blk % 7 == 3) continue;
+        const std::size_t j = blk * 32 + (blk * 5) % 32;
+        if (j < n) z[j] = mx + edge[blk % std::size(edge)];
+        const std::size_t j2 = blk * 32 + (blk * 11 + 3) % 32;
+        if (blk % 3 == 0 && j2 < n) z[j2] = mx + edge[(blk / 3) % std::size(edge)];
+      }
+      z[n / 2] = mx;  // the maximum (mid-row: a running maximum rises to it)
+      CoefSpec spec;
+      std::vector<float> e(n, -1.0f);
+      std::vector<Segment> segs;
+      spec.e_out = e.data();
+      spec.segments = &segs;
+      if (given_ref) spec.init_ref = mx;
+      ChunkStats st;
+      ChunkStatsF32(z.data(), n, spec, &st);
+      ASSERT_FALSE(st.nonfinite);
+      ASSERT_EQ(st.max, mx);
+      std::size_t seg = 0;
+      for (std::size_t j = 0; j < n; ++j) {
+        while (seg + 1 < segs.size() && segs[seg + 1].start <= j) ++seg;
+        const float x = z[j] - static_cast<float>(segs[seg].ref);  // the kernel's own argument
+        const long double want = std::exp(static_cast<long double>(x));
+        if (std::isinf(x)) {
+          ASSERT_EQ(e[j], 0.0f) << "n " << n << " column " << j;
+        } else if (x < -86.6f) {
+          ASSERT_GE(e[j], 0.0f) << "n " << n << " column " << j << " x " << x;
+          ASSERT_LE(e[j], 2.4e-38f) << "n " << n << " column " << j << " x " << x;
+        } else {
+          const double ulp = std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want);
+          ASSERT_LE(std::fabs(static_cast<double>(e[j] - want)) / ulp, 2.0)
+              << "n " << n << " column " << j << " x " << x << " exp " << e[j];
+        }
+      }
+      // Σexp against the final reference: the terms taken before the
+      // maximum was reached were rescaled, so compare with all terms.
+      long double all = 0;
+      for (std::size_t j = 0; j < n; ++j) all += std::exp(static_cast<long double>(z[j]) - mx);
+      EXPECT_NEAR(st.sum_exp, static_cast<double>(all), 1e-6 * static_cast<double>(all)) << "n " << n;
+    }
+  }
+}
+
+// A NaN logit marks the chunk non-finite wherever it sits, also beside a
+// -inf in the same lane of the same block (where the block's minimum may
+// pass over the NaN).
+TEST(KernelStats, NaNBesideMasksIsFlagged) {
+  for (const std::size_t n : {std::size_t{64}, std::size_t{1000}, std::size_t{20000}}) {
+    for (std::size_t at = 0; at + 16 < n; at += n / 7 + 1) {
+      for (const std::size_t lane_step : {std::size_t{4}, std::size_t{8}, std::size_t{16}}) {
+        std::vector<float> z(n);
+        for (std::size_t j = 0; j < n; ++j) z[j] = std::sin(0.37f * static_cast<float>(j)) * 5.0f;
+        z[at] = -std::numeric_limits<float>::infinity();
+        z[at + lane_step] = std::numeric_limits<float>::quiet_NaN();
+        for (const bool store : {false, true}) {
+          std::vector<float> e(n);
+          CoefSpec spec;
+          if (store) spec.e_out = e.data();
+          ChunkStats st;
+          ChunkStatsF32(z.data(), n, spec, &st);
+          EXPECT_TRUE(st.nonfinite) << "n " << n << " at " << at << " step " << lane_step;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

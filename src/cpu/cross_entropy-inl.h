@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "cpu/exp_avx2.h"
 #include "cpu/exp_avx512.h"
@@ -45,7 +46,10 @@ HWY_INLINE const T* At(const T* ptr, size_t i) {
 //   added to the exponent field; x < −86.6 (e^x < 2.4e-38, below the normal
 //   range) gives 0.
 // float64 uses hwy::Exp.
-template <class D>
+// kMayUnderflow = false promises x ≥ −86.6 (or NaN) in every lane, and the
+// AVX2 and generic float32 forms then skip their test for x < −86.6 (same
+// bits: that test only ever zeroes lanes below −86.6); see kUnderflowTest.
+template <bool kMayUnderflow = true, class D>
 HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modified
   using T = hn::TFromD<D>;
   if constexpr (sizeof(T) == 8) {
@@ -69,7 +73,7 @@ HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modif
     // (The code lives in cpu/exp_avx512.h, shared with chunk_gemm.cc.)
     return hn::Vec<D>{exp_nonpositive_avx512(x.raw)};
 #elif HWY_TARGET == HWY_AVX2
-    return hn::Vec<D>{exp_nonpositive_avx2(x.raw)};
+    return hn::Vec<D>{exp_nonpositive_avx2<kMayUnderflow>(x.raw)};
 #else
     const hn::RebindToSigned<D> di;
     const auto kMagic = hn::Set(d, 12582912.0f);  // 1.5·2^23
@@ -86,6 +90,7 @@ HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modif
     const auto er = hn::MulAdd(q, r, hn::Set(d, 1.0f));
     const auto ni = hn::Sub(hn::BitCast(di, t), hn::BitCast(di, kMagic));
     const auto y = hn::BitCast(d, hn::Add(hn::BitCast(di, er), hn::ShiftLeft<23>(ni)));
+    if constexpr (!kMayUnderflow) return y;
     return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -86.6f)), y);
 #endif
   }
@@ -280,13 +285,13 @@ HWY_INLINE hn::TFromD<D> MaxFrom(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_
 // One vector of the statistics pass: returns e = exp(x − ref) (stored to
 // e_out if given) and accumulates the coefficient sums; with kPartial,
 // `valid` masks a partial vector (the full vectors skip the masking).
-template <bool kCoef, bool kW, bool kP, bool kPartial, class D>
+template <bool kCoef, bool kW, bool kP, bool kPartial, bool kMayUnderflow = true, class D>
 HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD<D>* HWY_RESTRICT e_out,
                                 const hn::TFromD<D>* HWY_RESTRICT w,
                                 const hn::TFromD<D>* HWY_RESTRICT p,
                                 hn::Vec<D> a, hn::Vec<D> b, hn::Mask<D> valid) {
   using T = hn::TFromD<D>;
-  const auto e = ExpNonPositive(d, hn::Sub(x, st.ref_v));
+  const auto e = ExpNonPositive<kMayUnderflow>(d, hn::Sub(x, st.ref_v));
   if (e_out) hn::StoreU(e, d, e_out);
   if constexpr (kCoef) {
     auto c = hn::Set(d, T(1));
@@ -394,11 +399,14 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     const auto x3 = hn::LoadU(d, z + i + 3 * L);
     const auto bmax = hn::Max(hn::Max(x0, x1), hn::Max(x2, x3));
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, hn::Add(hn::Add(x0, x1), hn::Add(x2, x3)));
-    auto steps = [&](bool take_ones) HWY_ATTR __attribute__((always_inline)) {
-      auto e0 = StatsStep<kCoef, kW, kP, false>(d, st, x0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
-      auto e1 = StatsStep<kCoef, kW, kP, false>(d, st, x1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
-      auto e2 = StatsStep<kCoef, kW, kP, false>(d, st, x2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
-      auto e3 = StatsStep<kCoef, kW, kP, false>(d, st, x3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
+    // may_underflow: std::true_type (the exp zeroes lanes below −86.6) or
+    // std::false_type (the block was found to have none: see kUnderflowTest).
+    auto steps = [&](bool take_ones, auto may_underflow) HWY_ATTR __attribute__((always_inline)) {
+      constexpr bool kU = decltype(may_underflow)::value;
+      auto e0 = StatsStep<kCoef, kW, kP, false, kU>(d, st, x0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+      auto e1 = StatsStep<kCoef, kW, kP, false, kU>(d, st, x1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
+      auto e2 = StatsStep<kCoef, kW, kP, false, kU>(d, st, x2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
+      auto e3 = StatsStep<kCoef, kW, kP, false, kU>(d, st, x3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
       if (HWY_UNLIKELY(take_ones)) {
         e0 = st.TakeOnes(d, x0, e0);
         e1 = st.TakeOnes(d, x1, e1);
@@ -407,29 +415,58 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
       }
       pend = hn::Add(pend, hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
     };
-    const bool hit = !hn::AllFalse(d, hn::Ge(bmax, st.ref_v));
-    if (hit) {
-      widen();
-      st.template Raise<kCountOnly, kSumFromP>(d, bmax, i, segs, i / L);
-    }
-    // The block's exps in two copies, one for blocks that reach the
-    // reference and one for all others, so that the common copy need not
-    // keep x0..x3 for TakeOnes after the exps: AVX2's 16 registers then
-    // spill less. Measured on Zen 3 (xent_kernels, one thread, in cache,
-    // eight alternated runs): 4096 columns 0.354 → 0.329 ns per element
-    // from a given reference, 0.400 → 0.365 maximum first, soft 0.620 →
-    // 0.584 (new faster 8 of 8 each); 32000 columns soft 0.603 → 0.563
-    // (7/8), hard even. Label smoothing alone was slower so (0.453 → 0.473,
-    // 2/8) and keeps the one copy, as AVX-512 (32 registers, not measured
-    // with two copies) and the other targets do.
-    constexpr bool kTwoCopies = HWY_TARGET == HWY_AVX2 && !(kCoef && !kW && !kP);
+    // The block's exps in two copies on AVX2: a common one for blocks that
+    // neither reach the reference nor hold a z − ref below −86.6, and one
+    // for the others. The common copy need not keep x0..x3 for TakeOnes
+    // after the exps, so AVX2's 16 registers spill less, and its exps skip
+    // their underflow test (a compare and a mask per vector): no lane is
+    // below −86.6 there, by the monotonic rounding of z − ref, so the bits
+    // are the same. −inf masks and far-below logits send their block to the
+    // other copy. A NaN may take either copy (Min can pass over it), and
+    // either exp makes it NaN, so Σexp flags the chunk as before; a −inf in
+    // the same lane of that block then gets a wrong exp, but no gradient is
+    // taken from a non-finite chunk's exps (its row fails, or is ignored and
+    // gets zeros). Measured on Zen 3, one thread, in cache:
+    // - the two copies alone (eight alternated runs): 4096 columns 0.354 →
+    //   0.329 ns per element from a given reference, 0.400 → 0.365
+    //   maximum first, soft 0.620 → 0.584; 32000 columns soft 0.603 →
+    //   0.563, hard even; label smoothing alone slower (0.453 → 0.473);
+    // - then the exps without their test (the two forms alternated 30–40
+    //   times in one process, median ratio): maximum first −10% / −15% /
+    //   −6% at 1000 / 4096 / 32000 columns, from a given reference −8% /
+    //   −11% / −8%, soft −4% / −3% / −6%, label smoothing (now in two
+    //   copies too) −1% / −2%.
+    // AVX-512 keeps one copy (32 registers; its exp underflows through
+    // vscalefps, with no test), as the other targets do.
+    constexpr bool kTwoCopies = HWY_TARGET == HWY_AVX2;
+    constexpr bool kUnderflowTest = kTwoCopies && sizeof(T) == 4;
+    const auto reach = hn::Ge(bmax, st.ref_v);
     if constexpr (kTwoCopies) {
-      if (HWY_UNLIKELY(hit))
-        steps(true);
-      else
-        steps(false);
+      bool common;
+      if constexpr (kUnderflowTest) {
+        const auto bmin = hn::Min(hn::Min(x0, x1), hn::Min(x2, x3));
+        const auto above = hn::Ge(hn::Sub(bmin, st.ref_v), hn::Set(d, T(-86.6f)));
+        common = hn::AllTrue(d, hn::AndNot(reach, above));  // no lane reaches ref, none is below
+      } else {
+        common = hn::AllFalse(d, reach);
+      }
+      if (HWY_LIKELY(common)) {
+        steps(false, std::bool_constant<!kUnderflowTest>{});
+      } else {
+        const bool hit = !hn::AllFalse(d, reach);
+        if (hit) {
+          widen();
+          st.template Raise<kCountOnly, kSumFromP>(d, bmax, i, segs, i / L);
+        }
+        steps(hit, std::true_type{});
+      }
     } else {
-      steps(hit);
+      const bool hit = !hn::AllFalse(d, reach);
+      if (hit) {
+        widen();
+        st.template Raise<kCountOnly, kSumFromP>(d, bmax, i, segs, i / L);
+      }
+      steps(hit, std::true_type{});
     }
     st.template Flush<kCoef, kW, kP>(d);
   };

@@ -9,6 +9,10 @@
 
 namespace xent::cpu {
 
+// kMayUnderflow = false: the caller knows every x ≥ −86.6 (or NaN), and the
+// last two operations (the compare and the mask that make e^x 0 below the
+// normal range) are left out; the result is the same bits then.
+template <bool kMayUnderflow = true>
 __attribute__((target("avx2,fma"), always_inline)) inline __m256 exp_nonpositive_avx2(__m256 x) {
   alignas(32) static constexpr float kPow2Eighths[8] = {
       1.000000000e+00f, 1.090507746e+00f, 1.189207077e+00f, 1.296839595e+00f,
@@ -40,6 +44,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 exp_nonpositive
                                          _mm256_set1_epi32(static_cast<int>(0xFF800000u)));
   const __m256 ts = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(t), scale));
   const __m256 e = _mm256_fmadd_ps(ts, em1, ts);  // T·2^⌊k/8⌋·(1 + (e^r − 1)); exp(0) = 1 exactly
+  if constexpr (!kMayUnderflow) return e;
   return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-86.6f), _CMP_LT_OQ), e);
 }
 
