@@ -49,7 +49,7 @@ TEST(KernelExp, UnderflowAndMasks) {
 }
 
 // The statistics pass runs most blocks' exps without their underflow test
-// (AVX2: blocks whose smallest z − ref is ≥ −86.6). Rows whose logits sit
+// (AVX2: blocks wholly within −86.6 ≤ z − ref < 0). Rows whose logits sit
 // on both sides of that edge, with -inf masks and far-below values in some
 // blocks and not in others: every stored exp must be the exp of its own
 // z − ref (within 2 ulp of the long-double one above the edge, 0 or a
@@ -111,8 +111,7 @@ TEST(KernelStats, ExpsAtTheUnderflowEdge) {
 }
 
 // A NaN logit marks the chunk non-finite wherever it sits, also beside a
-// -inf in the same lane of the same block (where the block's minimum may
-// pass over the NaN).
+// -inf in the same lane of the same block.
 TEST(KernelStats, NaNBesideMasksIsFlagged) {
   for (const std::size_t n : {std::size_t{64}, std::size_t{1000}, std::size_t{20000}}) {
     for (std::size_t at = 0; at + 16 < n; at += n / 7 + 1) {
@@ -130,6 +129,33 @@ TEST(KernelStats, NaNBesideMasksIsFlagged) {
           EXPECT_TRUE(st.nonfinite) << "n " << n << " at " << at << " step " << lane_step;
         }
       }
+    }
+  }
+}
+
+// A maximum of zero held as +0 and as −0: every one of them is an exactly-1
+// term, counted apart from the rest (the AVX2 block test must not take a −0
+// for a value below the reference).
+TEST(KernelStats, ZeroMaximumOfEitherSign) {
+  for (const std::size_t n : {std::size_t{1000}, std::size_t{20000}}) {
+    for (const bool given_ref : {false, true}) {
+      std::vector<float> z(n);
+      for (std::size_t j = 0; j < n; ++j) z[j] = -1.0f - std::fabs(std::sin(0.37f * static_cast<float>(j))) * 20.0f;
+      std::size_t zeros = 0;
+      for (std::size_t j = 5; j < n; j += 97) {
+        z[j] = (j / 97) % 2 ? -0.0f : 0.0f;
+        ++zeros;
+      }
+      long double rest = 0;
+      for (const float v : z)
+        if (v != 0.0f) rest += std::exp(static_cast<long double>(v));
+      CoefSpec spec;
+      if (given_ref) spec.init_ref = 0.0;
+      ChunkStats st;
+      ChunkStatsF32(z.data(), n, spec, &st);
+      EXPECT_EQ(st.max, 0.0);
+      EXPECT_EQ(st.ones, static_cast<double>(zeros)) << "n " << n;
+      EXPECT_NEAR(st.rest, static_cast<double>(rest), 1e-6 * static_cast<double>(rest)) << "n " << n;
     }
   }
 }

@@ -8,6 +8,7 @@
 #define XENT_CPU_CROSS_ENTROPY_INL_H_
 #endif
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -238,8 +239,10 @@ struct StatsState {
     } else {
       cdot.AddScaled(csum, delta);
     }
-    ref = nref;
-    ref_v = hn::Set(d, nref);
+    // A zero reference is kept as −0, so that z − ref is +0, never −0, for
+    // z = ±0 (the AVX2 block test relies on it); exp(z − (−0)) = exp(z − 0).
+    ref = nref == T(0) ? T(-0.0) : nref;
+    ref_v = hn::Set(d, ref);
   }
 
   // Lanes with z = ref hold exp(0) = 1 exactly: count them, return e
@@ -282,16 +285,17 @@ HWY_INLINE hn::TFromD<D> MaxFrom(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_
   return mx;
 }
 
-// One vector of the statistics pass: returns e = exp(x − ref) (stored to
-// e_out if given) and accumulates the coefficient sums; with kPartial,
-// `valid` masks a partial vector (the full vectors skip the masking).
+// One vector of the statistics pass, given zr = z − ref: returns e =
+// exp(zr) (stored to e_out if given) and accumulates the coefficient sums;
+// with kPartial, `valid` masks a partial vector (the full vectors skip the
+// masking).
 template <bool kCoef, bool kW, bool kP, bool kPartial, bool kMayUnderflow = true, class D>
-HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD<D>* HWY_RESTRICT e_out,
+HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> zr, hn::TFromD<D>* HWY_RESTRICT e_out,
                                 const hn::TFromD<D>* HWY_RESTRICT w,
                                 const hn::TFromD<D>* HWY_RESTRICT p,
                                 hn::Vec<D> a, hn::Vec<D> b, hn::Mask<D> valid) {
   using T = hn::TFromD<D>;
-  const auto e = ExpNonPositive<kMayUnderflow>(d, hn::Sub(x, st.ref_v));
+  const auto e = ExpNonPositive<kMayUnderflow>(d, zr);
   if (e_out) hn::StoreU(e, d, e_out);
   if constexpr (kCoef) {
     auto c = hn::Set(d, T(1));
@@ -309,7 +313,7 @@ HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> x, hn::TFromD
     // 0 · (ref − z) is 0 even where z = -inf (a masked class with no mass).
     // ref is the running max, so every term is ≥ 0 and the float32 product
     // (relative error ≤ 2^-24 per term) keeps the sum's relative accuracy.
-    const auto diff = hn::IfThenElseZero(hn::Gt(c, hn::Zero(d)), hn::Sub(st.ref_v, x));
+    const auto diff = hn::IfThenElseZero(hn::Gt(c, hn::Zero(d)), hn::Neg(zr));  // ref − z, the same bits
     if constexpr (kW || kP) {
       if constexpr (kW) st.cblk = hn::Add(st.cblk, c);
       st.dblk = hn::MulAdd(c, diff, st.dblk);
@@ -326,6 +330,7 @@ template <bool kCoef, bool kW, bool kP, bool kStoreE, class D>
 void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
                const CoefSpec& spec, ChunkStats* out) {
   using T = hn::TFromD<D>;
+  using V = hn::Vec<D>;
   const size_t L = hn::Lanes(d);
   const T* HWY_RESTRICT w = static_cast<const T*>(spec.w);
   const T* HWY_RESTRICT p = static_cast<const T*>(spec.p);
@@ -397,16 +402,17 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     const auto x1 = hn::LoadU(d, z + i + L);
     const auto x2 = hn::LoadU(d, z + i + 2 * L);
     const auto x3 = hn::LoadU(d, z + i + 3 * L);
-    const auto bmax = hn::Max(hn::Max(x0, x1), hn::Max(x2, x3));
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, hn::Add(hn::Add(x0, x1), hn::Add(x2, x3)));
-    // may_underflow: std::true_type (the exp zeroes lanes below −86.6) or
-    // std::false_type (the block was found to have none: see kUnderflowTest).
-    auto steps = [&](bool take_ones, auto may_underflow) HWY_ATTR __attribute__((always_inline)) {
+    // The exps of zr0..zr3 (= x − ref), summed into pend; take_ones: count
+    // the lanes with z = ref apart; may_underflow: std::true_type (the exp
+    // zeroes lanes below −86.6) or std::false_type (none is below).
+    auto steps = [&](V zr0, V zr1, V zr2, V zr3, bool take_ones, auto may_underflow)
+                     HWY_ATTR __attribute__((always_inline)) {
       constexpr bool kU = decltype(may_underflow)::value;
-      auto e0 = StatsStep<kCoef, kW, kP, false, kU>(d, st, x0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
-      auto e1 = StatsStep<kCoef, kW, kP, false, kU>(d, st, x1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
-      auto e2 = StatsStep<kCoef, kW, kP, false, kU>(d, st, x2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
-      auto e3 = StatsStep<kCoef, kW, kP, false, kU>(d, st, x3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
+      auto e0 = StatsStep<kCoef, kW, kP, false, kU>(d, st, zr0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+      auto e1 = StatsStep<kCoef, kW, kP, false, kU>(d, st, zr1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
+      auto e2 = StatsStep<kCoef, kW, kP, false, kU>(d, st, zr2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
+      auto e3 = StatsStep<kCoef, kW, kP, false, kU>(d, st, zr3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
       if (HWY_UNLIKELY(take_ones)) {
         e0 = st.TakeOnes(d, x0, e0);
         e1 = st.TakeOnes(d, x1, e1);
@@ -415,58 +421,58 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
       }
       pend = hn::Add(pend, hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
     };
-    // The block's exps in two copies on AVX2: a common one for blocks that
-    // neither reach the reference nor hold a z − ref below −86.6, and one
-    // for the others. The common copy need not keep x0..x3 for TakeOnes
-    // after the exps, so AVX2's 16 registers spill less, and its exps skip
-    // their underflow test (a compare and a mask per vector): no lane is
-    // below −86.6 there, by the monotonic rounding of z − ref, so the bits
-    // are the same. −inf masks and far-below logits send their block to the
-    // other copy. A NaN may take either copy (Min can pass over it), and
-    // either exp makes it NaN, so Σexp flags the chunk as before; a −inf in
-    // the same lane of that block then gets a wrong exp, but no gradient is
-    // taken from a non-finite chunk's exps (its row fails, or is ignored and
-    // gets zeros). Measured on Zen 3, one thread, in cache:
-    // - the two copies alone (eight alternated runs): 4096 columns 0.354 →
-    //   0.329 ns per element from a given reference, 0.400 → 0.365
-    //   maximum first, soft 0.620 → 0.584; 32000 columns soft 0.603 →
-    //   0.563, hard even; label smoothing alone slower (0.453 → 0.473);
-    // - then the exps without their test (the two forms alternated 30–40
-    //   times in one process, median ratio): maximum first −10% / −15% /
-    //   −6% at 1000 / 4096 / 32000 columns, from a given reference −8% /
-    //   −11% / −8%, soft −4% / −3% / −6%, label smoothing (now in two
-    //   copies too) −1% / −2%.
-    // AVX-512 keeps one copy (32 registers; its exp underflows through
-    // vscalefps, with no test), as the other targets do.
-    constexpr bool kTwoCopies = HWY_TARGET == HWY_AVX2;
-    constexpr bool kUnderflowTest = kTwoCopies && sizeof(T) == 4;
-    const auto reach = hn::Ge(bmax, st.ref_v);
-    if constexpr (kTwoCopies) {
-      bool common;
-      if constexpr (kUnderflowTest) {
-        const auto bmin = hn::Min(hn::Min(x0, x1), hn::Min(x2, x3));
-        const auto above = hn::Ge(hn::Sub(bmin, st.ref_v), hn::Set(d, T(-86.6f)));
-        common = hn::AllTrue(d, hn::AndNot(reach, above));  // no lane reaches ref, none is below
-      } else {
-        common = hn::AllFalse(d, reach);
-      }
-      if (HWY_LIKELY(common)) {
-        steps(false, std::bool_constant<!kUnderflowTest>{});
-      } else {
-        const bool hit = !hn::AllFalse(d, reach);
-        if (hit) {
-          widen();
-          st.template Raise<kCountOnly, kSumFromP>(d, bmax, i, segs, i / L);
-        }
-        steps(hit, std::true_type{});
-      }
-    } else {
-      const bool hit = !hn::AllFalse(d, reach);
+    // Any block: raise the reference if the block reaches it, then the
+    // exps with their underflow test, counting the exactly-1 terms if it
+    // reached it.
+    auto any_block = [&]() HWY_ATTR __attribute__((always_inline)) {
+      const auto bmax = hn::Max(hn::Max(x0, x1), hn::Max(x2, x3));
+      const bool hit = !hn::AllFalse(d, hn::Ge(bmax, st.ref_v));
       if (hit) {
         widen();
         st.template Raise<kCountOnly, kSumFromP>(d, bmax, i, segs, i / L);
       }
-      steps(hit, std::true_type{});
+      steps(hn::Sub(x0, st.ref_v), hn::Sub(x1, st.ref_v), hn::Sub(x2, st.ref_v), hn::Sub(x3, st.ref_v), hit,
+            std::true_type{});
+    };
+    // AVX2 runs the common block in a copy of its own: one that lies wholly
+    // in −86.6 ≤ z − ref < 0. That copy need not keep x0..x3 for TakeOnes
+    // after the exps, so AVX2's 16 registers spill less, and its exps skip
+    // their underflow test (a compare and a mask per vector): no lane is
+    // below −86.6 there, so the bits are the same. The test reads the four
+    // z − ref (the exps' arguments) as int32: negative floats are then
+    // negative integers ordered by magnitude, so exactly the lanes in
+    // [−86.6, 0) are ≤ the bits of −86.6, and +0 (z = ref; Raise keeps a
+    // zero reference as −0, so z − ref is never −0), positives, −inf masks,
+    // values below −86.6 and NaN of either sign are all above them: three
+    // integer maxima and a compare per block, where the block's float
+    // maximum and minimum took nine operations. Measured on Zen 3, one
+    // thread, in cache:
+    // - the two copies alone (eight alternated runs): 4096 columns 0.354 →
+    //   0.329 ns per element from a given reference, 0.400 → 0.365
+    //   maximum first, soft 0.620 → 0.584; 32000 columns soft 0.603 →
+    //   0.563, hard even; label smoothing alone slower (0.453 → 0.473);
+    // - then the exps without their test, the block's float minimum
+    //   deciding (the two forms alternated 30–40 times in one process,
+    //   median ratio): maximum first −10% / −15% / −6% at 1000 / 4096 /
+    //   32000 columns, from a given reference −8% / −11% / −8%, soft −4% /
+    //   −3% / −6%, label smoothing (now in two copies too) −1% / −2%.
+    // AVX-512 keeps one copy (32 registers; its exp underflows through
+    // vscalefps, with no test), as the other targets do; so does float64.
+    if constexpr (HWY_TARGET == HWY_AVX2 && sizeof(T) == 4) {
+      const auto zr0 = hn::Sub(x0, st.ref_v);
+      const auto zr1 = hn::Sub(x1, st.ref_v);
+      const auto zr2 = hn::Sub(x2, st.ref_v);
+      const auto zr3 = hn::Sub(x3, st.ref_v);
+      const hn::RebindToSigned<D> di;
+      const auto top = hn::Max(hn::Max(hn::BitCast(di, zr0), hn::BitCast(di, zr1)),
+                               hn::Max(hn::BitCast(di, zr2), hn::BitCast(di, zr3)));
+      if (HWY_LIKELY(hn::AllFalse(di, hn::Gt(top, hn::Set(di, std::bit_cast<int32_t>(-86.6f)))))) {
+        steps(zr0, zr1, zr2, zr3, false, std::false_type{});
+      } else {
+        any_block();
+      }
+    } else {
+      any_block();
     }
     st.template Flush<kCoef, kW, kP>(d);
   };
@@ -494,7 +500,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, x);
     const bool hit = !hn::AllFalse(d, hn::Ge(x, st.ref_v));
     if (hit) st.template Raise<kCountOnly, kSumFromP>(d, x, i, segs, i / L);
-    auto e = StatsStep<kCoef, kW, kP, false>(d, st, x, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+    auto e = StatsStep<kCoef, kW, kP, false>(d, st, hn::Sub(x, st.ref_v), eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
     if (HWY_UNLIKELY(hit)) e = st.TakeOnes(d, x, e);
     st.s.Add(d, e);
     st.template Flush<kCoef, kW, kP>(d);
@@ -524,7 +530,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, hn::IfThenElseZero(valid, x));
     if (!hn::AllFalse(d, hn::Gt(x, st.ref_v))) st.template Raise<kCountOnly, kSumFromP>(d, x, i, segs, i / L);
     HWY_ALIGN T eb[HWY_MAX_BYTES / sizeof(T)];
-    const auto e = StatsStep<kCoef, kW, kP, true>(d, st, x, eo ? eb : nullptr, wb, pb, a, b, valid);
+    const auto e = StatsStep<kCoef, kW, kP, true>(d, st, hn::Sub(x, st.ref_v), eo ? eb : nullptr, wb, pb, a, b, valid);
     st.s.Add(d, st.TakeOnes(d, x, e));
     st.template Flush<kCoef, kW, kP>(d);
     if (eo) {
