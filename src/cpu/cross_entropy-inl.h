@@ -455,7 +455,10 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     //   deciding (the two forms alternated 30–40 times in one process,
     //   median ratio): maximum first −10% / −15% / −6% at 1000 / 4096 /
     //   32000 columns, from a given reference −8% / −11% / −8%, soft −4% /
-    //   −3% / −6%, label smoothing (now in two copies too) −1% / −2%.
+    //   −3% / −6%, label smoothing (then in two copies too) −1% / −2%;
+    // - then this integer test against that float minimum (the same way):
+    //   maximum first −12% / −7% / −3%, smoothing −7% / −6% / 0, soft −6% /
+    //   −6% / 0.
     // AVX-512 keeps one copy (32 registers; its exp underflows through
     // vscalefps, with no test), as the other targets do; so does float64.
     if constexpr (HWY_TARGET == HWY_AVX2 && sizeof(T) == 4) {
