@@ -12,6 +12,12 @@
 namespace xent::cpu {
 namespace {
 
+// |got − want| in units of float's ulp at want.
+double UlpError(float got, long double want) {
+  const double ulp = std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want);
+  return std::fabs(static_cast<double>(got - want)) / ulp;
+}
+
 TEST(KernelExp, WithinTwoUlpOnTheWholeRange) {
   // Every float in [−86.6, 0] would be 1.1e9 values; a dense stride of
   // them, plus the ends and the values near −ln2/2 steps.
@@ -25,8 +31,7 @@ TEST(KernelExp, WithinTwoUlpOnTheWholeRange) {
   double worst = 0;
   for (std::size_t i = 0; i < x.size(); ++i) {
     const long double want = std::exp(static_cast<long double>(x[i]));
-    const double ulp = std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want);
-    const double err = std::fabs(static_cast<double>(y[i] - want)) / ulp;
+    const double err = UlpError(y[i], want);
     worst = std::max(worst, err);
     ASSERT_LE(err, 2.0) << "exp(" << x[i] << ") = " << y[i] << ", want " << static_cast<double>(want);
   }
@@ -96,8 +101,7 @@ TEST(KernelStats, ExpsAtTheUnderflowEdge) {
           ASSERT_GE(e[j], 0.0f) << "n " << n << " column " << j << " x " << x;
           ASSERT_LE(e[j], 2.4e-38f) << "n " << n << " column " << j << " x " << x;
         } else {
-          const double ulp = std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want);
-          ASSERT_LE(std::fabs(static_cast<double>(e[j] - want)) / ulp, 2.0)
+          ASSERT_LE(UlpError(e[j], want), 2.0)
               << "n " << n << " column " << j << " x " << x << " exp " << e[j];
         }
       }

@@ -48,8 +48,9 @@ HWY_INLINE const T* At(const T* ptr, size_t i) {
 //   range) gives 0.
 // float64 uses hwy::Exp.
 // kMayUnderflow = false promises x ≥ −86.6 (or NaN) in every lane, and the
-// AVX2 and generic float32 forms then skip their test for x < −86.6 (same
-// bits: that test only ever zeroes lanes below −86.6); see kUnderflowTest.
+// AVX2 form then skips its test for x < −86.6 (same bits: that test only
+// ever zeroes lanes below −86.6); its one user is StatsImpl's common AVX2
+// block. The other forms keep their test either way.
 template <bool kMayUnderflow = true, class D>
 HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modified
   using T = hn::TFromD<D>;
@@ -91,7 +92,6 @@ HWY_INLINE hn::Vec<D> ExpNonPositive(D d, hn::Vec<D> x) {  // NOLINT: x is modif
     const auto er = hn::MulAdd(q, r, hn::Set(d, 1.0f));
     const auto ni = hn::Sub(hn::BitCast(di, t), hn::BitCast(di, kMagic));
     const auto y = hn::BitCast(d, hn::Add(hn::BitCast(di, er), hn::ShiftLeft<23>(ni)));
-    if constexpr (!kMayUnderflow) return y;
     return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -86.6f)), y);
 #endif
   }
