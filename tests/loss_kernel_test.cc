@@ -164,5 +164,54 @@ TEST(KernelStats, ZeroMaximumOfEitherSign) {
   }
 }
 
+// The gradient pass writes the hard target's own entry (fix_index) inside
+// the kernel, in the one vector that holds it: at every position of rows of
+// many lengths, with streaming stores from every misalignment (peeled
+// prologue, pairs, single vectors, partial tail) and with plain stores, from
+// stored exps and recomputing them, the entry is fix_value exactly and every
+// other entry has the bits of the same pass without a target.
+TEST(KernelGrad, TargetEntryAtEveryPosition) {
+  std::vector<float> z(300), gbuf(300 + 64), ref(300 + 64);
+  for (std::size_t j = 0; j < z.size(); ++j) z[j] = -std::fabs(std::sin(0.61f * static_cast<float>(j))) * 9.0f;
+  for (const std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{9}, std::size_t{16},
+                              std::size_t{17}, std::size_t{31}, std::size_t{40}, std::size_t{63}, std::size_t{257}}) {
+    for (std::size_t mis = 0; mis < 16; mis += 3) {
+      float* g = gbuf.data() + mis;
+      float* want = ref.data() + mis;
+      for (const bool stream : {false, true}) {
+        for (const bool from_exp : {false, true}) {
+          GradSpec spec;
+          spec.max = from_exp ? 0.0 : 0.5;
+          spec.alpha = 0.37;
+          spec.subtract = true;
+          spec.beta = 1e-3;
+          spec.stream = stream;
+          spec.from_exp = from_exp;
+          ChunkGradF32(z.data(), n, want, spec);  // no target
+          StreamFence();
+          for (std::size_t fix = 0; fix < n; ++fix) {
+            GradSpec f = spec;
+            f.fix_index = fix;
+            f.fix_value = -0.75;
+            ChunkGradF32(z.data(), n, g, f);
+            StreamFence();
+            for (std::size_t j = 0; j < n; ++j) {
+              if (j == fix)
+                ASSERT_EQ(g[j], -0.75f) << "n " << n << " mis " << mis << " fix " << fix;
+              else
+                ASSERT_EQ(g[j], want[j]) << "n " << n << " mis " << mis << " fix " << fix << " j " << j;
+            }
+          }
+          // And the pass without a target against the formula.
+          for (std::size_t j = 0; j < n; ++j) {
+            const double e = from_exp ? z[j] : std::exp(static_cast<double>(z[j]) - 0.5);
+            EXPECT_NEAR(want[j], 0.37 * e - 1e-3, 1e-6) << "n " << n << " j " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace xent::cpu

@@ -291,7 +291,7 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
   // (AVX-512), or part of one, one, one and a bit, ... 8-column blocks (AVX2,
   // whose partial block's row stores spill into the next rows).
   for (std::int64_t v : {2, 3, 8, 9, 10, 17, 32, 100, 128})
-    for (int variant = 0; variant < 5; ++variant) {
+    for (int variant = 0; variant < 7; ++variant) {
       CeCase cc;
       cc.N = 1000 + v;  // not a multiple of any vector length
       cc.V = v;
@@ -300,10 +300,14 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
       if (variant == 2) cc.o.label_smoothing = 0.3, cc.o.smoothing = Smoothing::kOffTarget, cc.stride = v + 3;
       if (variant == 3) cc.o.z_loss = 1e-3, cc.o.reduction = Reduction::kNone, cc.inplace = true, cc.int32 = true;
       if (variant == 4) cc.sigma = 1e4, cc.o.reduction = Reduction::kSum;
-      // The AVX-512 tile reads 16 int64 targets at once: an ignore index
-      // inside [0, V) and one beyond int32 must both still be matched.
+      // The AVX-512 tile reads 16 int64 targets at once, the AVX2 tile 8
+      // int64 or int32 ones: an ignore index inside [0, V) and one beyond
+      // int32 must both still be matched, in either width; with int32
+      // targets, an ignore index beyond int32 matches no row.
       if (variant == 0) cc.o.ignore_index = 1;
       if (variant == 4) cc.o.ignore_index = (std::int64_t{1} << 40) + 3;
+      if (variant == 5) cc.int32 = true, cc.o.ignore_index = 1;
+      if (variant == 6) cc.int32 = true, cc.o.ignore_index = -(std::int64_t{1} << 40), cc.ignore_every = 0;
       check_ce(cc);
       cc.soft = true;  // soft targets through the same kernel
       cc.ignore_every = 0;

@@ -31,6 +31,10 @@ template <bool kUse, class T>
 HWY_INLINE const T* At(const T* ptr, size_t i) {
   return kUse ? ptr + i : nullptr;
 }
+template <bool kUse, class T>
+HWY_INLINE T* At(T* ptr, size_t i) {
+  return kUse ? ptr + i : nullptr;
+}
 
 // exp(x) for x ≤ 0 (the only arguments the kernels use: z − running max),
 // accurate to ~1 ulp (test KernelExp: max 0.98 ulp on AVX-512, 1.11 on
@@ -286,17 +290,20 @@ HWY_INLINE hn::TFromD<D> MaxFrom(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_
 }
 
 // One vector of the statistics pass, given zr = z − ref: returns e =
-// exp(zr) (stored to e_out if given) and accumulates the coefficient sums;
-// with kPartial, `valid` masks a partial vector (the full vectors skip the
-// masking).
-template <bool kCoef, bool kW, bool kP, bool kPartial, bool kMayUnderflow = true, class D>
+// exp(zr) (stored to e_out with kStore) and accumulates the coefficient
+// sums; with kPartial, `valid` masks a partial vector (the full vectors skip
+// the masking).
+template <bool kCoef, bool kW, bool kP, bool kPartial, bool kStore, bool kMayUnderflow = true, class D>
 HWY_INLINE hn::Vec<D> StatsStep(D d, StatsState<D>& st, hn::Vec<D> zr, hn::TFromD<D>* HWY_RESTRICT e_out,
                                 const hn::TFromD<D>* HWY_RESTRICT w,
                                 const hn::TFromD<D>* HWY_RESTRICT p,
                                 hn::Vec<D> a, hn::Vec<D> b, hn::Mask<D> valid) {
   using T = hn::TFromD<D>;
   const auto e = ExpNonPositive<kMayUnderflow>(d, zr);
-  if (e_out) hn::StoreU(e, d, e_out);
+  // (A compile-time flag, not a test of e_out: the runtime test and the
+  // `eo ? eo + i : nullptr` at the call sites were ~6 of the AVX2 pass's
+  // ~36 instructions per vector.)
+  if constexpr (kStore) hn::StoreU(e, d, e_out);
   if constexpr (kCoef) {
     auto c = hn::Set(d, T(1));
     if constexpr (kP) {
@@ -409,15 +416,18 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     auto steps = [&](V zr0, V zr1, V zr2, V zr3, bool take_ones, auto may_underflow)
                      HWY_ATTR __attribute__((always_inline)) {
       constexpr bool kU = decltype(may_underflow)::value;
-      auto e0 = StatsStep<kCoef, kW, kP, false, kU>(d, st, zr0, eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
-      auto e1 = StatsStep<kCoef, kW, kP, false, kU>(d, st, zr1, eo ? eo + i + L : nullptr, At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
-      auto e2 = StatsStep<kCoef, kW, kP, false, kU>(d, st, zr2, eo ? eo + i + 2 * L : nullptr, At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
-      auto e3 = StatsStep<kCoef, kW, kP, false, kU>(d, st, zr3, eo ? eo + i + 3 * L : nullptr, At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
+      auto e0 = StatsStep<kCoef, kW, kP, false, kStoreE, kU>(d, st, zr0, At<kStoreE>(eo, i), At<kW>(w, i), At<kP>(p, i), a, b, all);
+      auto e1 = StatsStep<kCoef, kW, kP, false, kStoreE, kU>(d, st, zr1, At<kStoreE>(eo, i + L), At<kW>(w, i + L), At<kP>(p, i + L), a, b, all);
+      auto e2 = StatsStep<kCoef, kW, kP, false, kStoreE, kU>(d, st, zr2, At<kStoreE>(eo, i + 2 * L), At<kW>(w, i + 2 * L), At<kP>(p, i + 2 * L), a, b, all);
+      auto e3 = StatsStep<kCoef, kW, kP, false, kStoreE, kU>(d, st, zr3, At<kStoreE>(eo, i + 3 * L), At<kW>(w, i + 3 * L), At<kP>(p, i + 3 * L), a, b, all);
       if (HWY_UNLIKELY(take_ones)) {
-        e0 = st.TakeOnes(d, x0, e0);
-        e1 = st.TakeOnes(d, x1, e1);
-        e2 = st.TakeOnes(d, x2, e2);
-        e3 = st.TakeOnes(d, x3, e3);
+        // (The logits loaded again, from L1: kept in registers across the
+        // exps, they were spilled on every block, also by the AVX2 common
+        // copy that never counts ones.)
+        e0 = st.TakeOnes(d, hn::LoadU(d, z + i), e0);
+        e1 = st.TakeOnes(d, hn::LoadU(d, z + i + L), e1);
+        e2 = st.TakeOnes(d, hn::LoadU(d, z + i + 2 * L), e2);
+        e3 = st.TakeOnes(d, hn::LoadU(d, z + i + 3 * L), e3);
       }
       pend = hn::Add(pend, hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
     };
@@ -503,7 +513,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, x);
     const bool hit = !hn::AllFalse(d, hn::Ge(x, st.ref_v));
     if (hit) st.template Raise<kCountOnly, kSumFromP>(d, x, i, segs, i / L);
-    auto e = StatsStep<kCoef, kW, kP, false>(d, st, hn::Sub(x, st.ref_v), eo ? eo + i : nullptr, At<kW>(w, i), At<kP>(p, i), a, b, all);
+    auto e = StatsStep<kCoef, kW, kP, false, kStoreE>(d, st, hn::Sub(x, st.ref_v), At<kStoreE>(eo, i), At<kW>(w, i), At<kP>(p, i), a, b, all);
     if (HWY_UNLIKELY(hit)) e = st.TakeOnes(d, x, e);
     st.s.Add(d, e);
     st.template Flush<kCoef, kW, kP>(d);
@@ -533,10 +543,10 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
     if constexpr (!kExpKeepsNaN<T>) st.xsum = hn::Add(st.xsum, hn::IfThenElseZero(valid, x));
     if (!hn::AllFalse(d, hn::Gt(x, st.ref_v))) st.template Raise<kCountOnly, kSumFromP>(d, x, i, segs, i / L);
     HWY_ALIGN T eb[HWY_MAX_BYTES / sizeof(T)];
-    const auto e = StatsStep<kCoef, kW, kP, true>(d, st, hn::Sub(x, st.ref_v), eo ? eb : nullptr, wb, pb, a, b, valid);
+    const auto e = StatsStep<kCoef, kW, kP, true, kStoreE>(d, st, hn::Sub(x, st.ref_v), eb, wb, pb, a, b, valid);
     st.s.Add(d, st.TakeOnes(d, x, e));
     st.template Flush<kCoef, kW, kP>(d);
-    if (eo) {
+    if constexpr (kStoreE) {
 #if HWY_TARGET <= HWY_AVX3
       hn::BlendedStore(e, valid, d, eo + i);
 #else
@@ -678,6 +688,41 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
     hn::Store(fixed(i, GradVec<kFromE, kSub, kW, kP>(d, hn::Load(d, zb), wb, pb, mx, alpha, bp, b)), d, gb);
     for (size_t j = 0; j < k; ++j) g[i + j] = gb[j];
   };
+  // Whole vectors of [i, lim): pairs, then one at a time; streaming or
+  // plain stores; kCheck: the vector that holds fix_index writes it (only
+  // the one vector that does runs with the check: testing every vector was
+  // ~4 of the pass's ~11 instructions per vector).
+  auto vectors = [&](size_t& i, size_t lim, auto stream, auto check) HWY_ATTR __attribute__((always_inline)) {
+    constexpr bool kStream = decltype(stream)::value, kCheck = decltype(check)::value;
+    auto put = [&](size_t j, hn::Vec<D> v) HWY_ATTR __attribute__((always_inline)) {
+      if constexpr (kCheck) v = fixed(j, v);
+      if constexpr (kStream)
+        hn::Stream(v, d, g + j);
+      else
+        hn::StoreU(v, d, g + j);
+    };
+    for (; i + 2 * L <= lim; i += 2 * L) {
+      const auto x0 = hn::LoadU(d, z + i);
+      const auto x1 = hn::LoadU(d, z + i + L);
+      const auto g0 = GradVec<kFromE, kSub, kW, kP>(d, x0, At<kW>(w, i), At<kP>(p, i), mx, alpha, bp, b);
+      const auto g1 = GradVec<kFromE, kSub, kW, kP>(d, x1, At<kW>(w, i + L), At<kP>(p, i + L), mx, alpha, bp, b);
+      put(i, g0);
+      put(i + L, g1);
+    }
+    for (; i + L <= lim; i += L)
+      put(i, GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i), mx, alpha, bp, b));
+  };
+  // All whole vectors from i on: those before the one that holds
+  // fix_index, that one with the check, those after it.
+  auto all_vectors = [&](size_t& i, auto stream) HWY_ATTR __attribute__((always_inline)) {
+    const size_t whole = i + (n - i) / L * L;  // end of the whole vectors
+    if (fix >= i && fix < whole) {
+      const size_t at = i + (fix - i) / L * L;  // the vector that holds it
+      vectors(i, at, stream, std::false_type{});
+      vectors(i, at + L, stream, std::true_type{});
+    }
+    vectors(i, whole, stream, std::false_type{});
+  };
   size_t i = 0;
   if (spec.stream) {
     // Streaming stores need aligned addresses: peel up to one vector.
@@ -690,33 +735,9 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
         i = k;
       }
     }
-    if (reinterpret_cast<uintptr_t>(g + i) % bytes == 0) {
-      for (; i + 2 * L <= n; i += 2 * L) {
-        const auto x0 = hn::LoadU(d, z + i);
-        const auto x1 = hn::LoadU(d, z + i + L);
-        const auto g0 = GradVec<kFromE, kSub, kW, kP>(d, x0, At<kW>(w, i), At<kP>(p, i), mx, alpha, bp, b);
-        const auto g1 = GradVec<kFromE, kSub, kW, kP>(d, x1, At<kW>(w, i + L), At<kP>(p, i + L), mx, alpha, bp, b);
-        hn::Stream(fixed(i, g0), d, g + i);
-        hn::Stream(fixed(i + L, g1), d, g + i + L);
-      }
-      for (; i + L <= n; i += L)
-        hn::Stream(fixed(i, GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i),
-                                                        mx, alpha, bp, b)),
-                   d, g + i);
-    }
+    if (reinterpret_cast<uintptr_t>(g + i) % bytes == 0) all_vectors(i, std::true_type{});
   }
-  for (; i + 2 * L <= n; i += 2 * L) {
-    const auto x0 = hn::LoadU(d, z + i);
-    const auto x1 = hn::LoadU(d, z + i + L);
-    const auto g0 = GradVec<kFromE, kSub, kW, kP>(d, x0, At<kW>(w, i), At<kP>(p, i), mx, alpha, bp, b);
-    const auto g1 = GradVec<kFromE, kSub, kW, kP>(d, x1, At<kW>(w, i + L), At<kP>(p, i + L), mx, alpha, bp, b);
-    hn::StoreU(fixed(i, g0), d, g + i);
-    hn::StoreU(fixed(i + L, g1), d, g + i + L);
-  }
-  for (; i + L <= n; i += L)
-    hn::StoreU(fixed(i, GradVec<kFromE, kSub, kW, kP>(d, hn::LoadU(d, z + i), At<kW>(w, i), At<kP>(p, i), mx,
-                                                    alpha, bp, b)),
-               d, g + i);
+  all_vectors(i, std::false_type{});
   if (i < n) partial(i, n - i);
 }
 

@@ -11,6 +11,7 @@
 #endif
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -474,6 +475,34 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
       _mm256_store_si256(reinterpret_cast<__m256i*>(tt), _mm512_maskz_cvtepi64_epi32(mlo, lo));
       _mm256_store_si256(reinterpret_cast<__m256i*>(tt + 8), _mm512_maskz_cvtepi64_epi32(mhi, hi));
       active = hn::Mask<DF>{static_cast<__mmask16>(mlo | (static_cast<unsigned>(mhi) << 8))};
+    } else
+#elif HWY_TARGET == HWY_AVX2
+    if (!kSoft && k == L && (sp.targets64 || sp.targets32)) {
+      // A full tile's 8 targets in a few vector operations instead of a
+      // scalar loop with a branch per lane (~90 of the V = 10 tile's ~1460
+      // instructions). Values are in [0, V) or the ignore index (checked
+      // earlier), so int64 targets narrow to int32 exactly.
+      __m256i t, ign;
+      if (sp.targets64) {
+        const __m256i ig = _mm256_set1_epi64x(sp.ignore_index);
+        const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp.targets64 + r));
+        const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp.targets64 + r + 4));
+        // The low 32 bits of each int64 into the low 128 bits, in order.
+        const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        auto narrow = [&](__m256i a, __m256i b) HWY_ATTR {
+          return _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(a, even), _mm256_permutevar8x32_epi32(b, even),
+                                           0x20);
+        };
+        t = narrow(lo, hi);
+        ign = narrow(_mm256_cmpeq_epi64(lo, ig), _mm256_cmpeq_epi64(hi, ig));
+      } else {
+        t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp.targets32 + r));
+        const bool fits = sp.ignore_index >= INT32_MIN && sp.ignore_index <= INT32_MAX;
+        ign = fits ? _mm256_cmpeq_epi32(t, _mm256_set1_epi32(static_cast<int32_t>(sp.ignore_index)))
+                   : _mm256_setzero_si256();
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tt), _mm256_andnot_si256(ign, t));  // ignored rows: 0
+      active = hn::Not(hn::RebindMask(d, hn::MaskFromVec(hn::Vec<decltype(di)>{ign})));
     } else
 #endif
     {
