@@ -651,8 +651,9 @@ void GradImpl(D d, const hn::TFromD<D>* z, size_t n, hn::TFromD<D>* g,
   const auto alpha = hn::Set(d, static_cast<T>(spec.alpha));
   const auto bp = hn::Set(d, static_cast<T>(spec.beta_p));
   const auto b = hn::Set(d, static_cast<T>(spec.beta));
-  // The target's entry, in the one vector that holds it (a predictable
-  // branch per vector; fix_index is -1 when there is none).
+  // The target's entry, in the one vector that holds it (fix_index is -1
+  // when there is none). Called for that vector only (all_vectors below) and
+  // for the partial vectors.
   const size_t fix = spec.fix_index;
   const T fix_value = static_cast<T>(spec.fix_value);
   auto fixed = [&](size_t i, hn::Vec<D> g) {
