@@ -301,8 +301,8 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
       if (variant == 3) cc.o.z_loss = 1e-3, cc.o.reduction = Reduction::kNone, cc.inplace = true, cc.int32 = true;
       if (variant == 4) cc.sigma = 1e4, cc.o.reduction = Reduction::kSum;
       // The AVX-512 tile reads 16 int64 targets at once, the AVX2 tile 8
-      // int64 or int32 ones: an ignore index inside [0, V) and one beyond
-      // int32 must both still be matched, in either width; with int32
+      // int64 or int32 ones: an ignore index inside [0, V) must be matched
+      // in either width, one beyond int32 by int64 targets; with int32
       // targets, an ignore index beyond int32 matches no row.
       if (variant == 0) cc.o.ignore_index = 1;
       if (variant == 4) cc.o.ignore_index = (std::int64_t{1} << 40) + 3;
