@@ -98,8 +98,12 @@ TEST(KernelStats, ExpsAtTheUnderflowEdge) {
         if (std::isinf(x)) {
           ASSERT_EQ(e[j], 0.0f) << "n " << n << " column " << j;
         } else if (x < -86.6f) {
+          // Below the edge a kernel may flush to 0 or a subnormal (AVX2's
+          // blocks without the underflow test) or give the exp itself
+          // (AVX-512: exp(−86.61) = 2.43e-38 is still a normal float).
           ASSERT_GE(e[j], 0.0f) << "n " << n << " column " << j << " x " << x;
-          ASSERT_LE(e[j], 2.4e-38f) << "n " << n << " column " << j << " x " << x;
+          if (e[j] > 2.4e-38f)
+            ASSERT_LE(UlpError(e[j], want), 2.0) << "n " << n << " column " << j << " x " << x << " exp " << e[j];
         } else {
           ASSERT_LE(UlpError(e[j], want), 2.0)
               << "n " << n << " column " << j << " x " << x << " exp " << e[j];
