@@ -43,7 +43,17 @@ namespace xent {
 
 enum class DType { kF32, kF64, kBF16, kF16 };
 const char* DTypeName(DType dtype) noexcept;
-std::size_t DTypeSize(DType dtype) noexcept;
+// Bytes per element (inline: the loss kernels' drivers compute row addresses
+// with it several times per row).
+constexpr std::size_t DTypeSize(DType dtype) noexcept {
+  switch (dtype) {
+    case DType::kF32: return 4;
+    case DType::kF64: return 8;
+    case DType::kBF16:
+    case DType::kF16: return 2;
+  }
+  return 0;
+}
 
 struct MatrixView {
   const void* data = nullptr;
