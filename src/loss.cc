@@ -109,6 +109,13 @@ constexpr std::size_t kStreamBytes = std::size_t{16} << 20;
 // See prepare(): in place, rows up to this size take plain stores.
 constexpr std::size_t kInPlaceCachedRowBytes = std::size_t{128} << 10;
 
+// log(1 + x) for a row's x = s − 1 ≥ 0 (see ChunkStats::ones). log1p where x
+// is small, since 1 + x would round x away; above 2^-20, log(1 + x) has an
+// absolute error ≤ 2^-53 from rounding 1 + x (≤ 2^-33 relative to the
+// result) and costs less than half of glibc's log1p (3.1 against 7.9 ns,
+// Zen 5): ~4% of a forward at 1000 columns in cache.
+inline double log_sum(double x) { return x >= 0x1p-20 ? std::log(1.0 + x) : std::log1p(x); }
+
 // ------------------------------------------------------------ element access
 
 double load_elem(const void* base, DType dt, std::size_t i) {
@@ -527,7 +534,7 @@ struct Engine {
     rs.max = st.max;
     rs.s = st.sum_exp;
     rs.s_m1 = st.ones >= 1 ? (st.ones - 1) + st.rest : st.sum_exp - 1;
-    const double log_s = std::log1p(rs.s_m1);
+    const double log_s = log_sum(rs.s_m1);
     rs.lse = st.max + log_s;
     if (rs.ignored) return;
     const double sce = pl.scale_ce * rs.upstream, sz = pl.scale_z * rs.upstream;
@@ -553,7 +560,8 @@ struct Engine {
       }
       rs.ct = wt * (pl.a + pl.b);
       rs.a_minus_ct = pl.b * (pl.w_total - wt);
-      rs.q_t = std::exp(rs.zt - rs.max) / rs.s;
+      // (Only the gradient's target entry reads q_t: a forward skips the exp.)
+      if (pl.g.data) rs.q_t = std::exp(rs.zt - rs.max) / rs.s;
       rs.fix = true;
       if (pl.accuracy && rs.zt == rs.max) {
         // argmax = the first index of the maximum (PyTorch's argmax).
