@@ -43,6 +43,7 @@ bool SmallRows(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* o
 }
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 bool RecomputingExpsPays() { return HWY_TARGET <= HWY_AVX3; }
+size_t ShortRowFetchRows() { return HWY_TARGET <= HWY_AVX3 ? 2 : 1; }
 
 }  // namespace xent::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -58,6 +59,7 @@ HWY_EXPORT(GradF32);
 HWY_EXPORT(GradF64);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(RecomputingExpsPays);
+HWY_EXPORT(ShortRowFetchRows);
 HWY_EXPORT(BceRow);
 HWY_EXPORT(ExpRow);
 HWY_EXPORT(SmallRows);
@@ -95,6 +97,7 @@ bool RecomputingExpsPays() {
   const int mode = recomputing_exps_for_test.load(std::memory_order_relaxed);
   return mode >= 0 ? mode == 1 : HWY_DYNAMIC_DISPATCH(RecomputingExpsPays)();
 }
+std::size_t ShortRowFetchRows() { return HWY_DYNAMIC_DISPATCH(ShortRowFetchRows)(); }
 void SetRecomputingExpsForTest(int mode) { recomputing_exps_for_test.store(mode, std::memory_order_relaxed); }
 
 }  // namespace xent::cpu
