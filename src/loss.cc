@@ -452,8 +452,11 @@ struct Engine {
     // short enough that the next row's lines, fetched during it, were not all
     // there when that row's maximum pass began. Zen 5, 2 threads, one
     // process alternating the two 30 times: 65536×1000 forward −7% (faster
-    // in 28 of 30), fwd+bwd and soft even; three rows ahead −2% more. On Zen
-    // 3 (AVX2) the row after next was 4% slower, so AVX2 fetches the next.
+    // in 28 of 30), fwd+bwd and soft even. Three rows ahead against two (20
+    // alternations): forward −4.6% (18 of 20; 131072×500 and 16384×4000
+    // −0.6% and even), fwd+bwd +1.5% (0 of 20), soft −0.6%; so a forward
+    // fetches three rows ahead, a call with a gradient two. On Zen 3 (AVX2)
+    // the row after next was 4% slower, so AVX2 fetches the next.
     const bool short_row = pl.nchunks == 1 && pl.sz.cols <= static_cast<std::int64_t>(cpu::kFixedRefMax);
     const std::int64_t fetch_row = std::min(r + pl.fetch_rows, pl.sz.rows - 1);
     if (short_row && fetch_row > r) {
@@ -1371,7 +1374,7 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
     fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid targets kind");
   }
   pl.nchunks = (static_cast<std::size_t>(V) + cpu::kChunk - 1) / cpu::kChunk;
-  pl.fetch_rows = static_cast<std::int64_t>(cpu::ShortRowFetchRows());
+  pl.fetch_rows = static_cast<std::int64_t>(cpu::ShortRowFetchRows(grad.data != nullptr));
   pl.stream = grad.data && static_cast<std::size_t>(N) * static_cast<std::size_t>(V) *
                                    DTypeSize(grad.dtype) >= kStreamBytes;
   // In place, a row of up to kInPlaceCachedRowBytes is still in this core's

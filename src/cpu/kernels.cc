@@ -43,7 +43,7 @@ bool SmallRows(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* o
 }
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 bool RecomputingExpsPays() { return HWY_TARGET <= HWY_AVX3; }
-size_t ShortRowFetchRows() { return HWY_TARGET <= HWY_AVX3 ? 2 : 1; }
+size_t ShortRowFetchRows(bool with_grad) { return HWY_TARGET <= HWY_AVX3 ? (with_grad ? 2 : 3) : 1; }
 
 }  // namespace xent::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -97,7 +97,7 @@ bool RecomputingExpsPays() {
   const int mode = recomputing_exps_for_test.load(std::memory_order_relaxed);
   return mode >= 0 ? mode == 1 : HWY_DYNAMIC_DISPATCH(RecomputingExpsPays)();
 }
-std::size_t ShortRowFetchRows() { return HWY_DYNAMIC_DISPATCH(ShortRowFetchRows)(); }
+std::size_t ShortRowFetchRows(bool with_grad) { return HWY_DYNAMIC_DISPATCH(ShortRowFetchRows)(with_grad); }
 void SetRecomputingExpsForTest(int mode) { recomputing_exps_for_test.store(mode, std::memory_order_relaxed); }
 
 }  // namespace xent::cpu

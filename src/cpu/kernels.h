@@ -205,9 +205,10 @@ const char* KernelTargetName();
 // (true on AVX-512; see run_batch in loss.cc for the measurements).
 bool RecomputingExpsPays();
 // How many rows ahead a short row's exp pass fetches (see
-// Engine::stats_chunk in loss.cc): 2 on AVX-512, whose faster exp pass
-// leaves the next row's lines less time to arrive, else 1.
-std::size_t ShortRowFetchRows();
+// Engine::stats_chunk in loss.cc): on AVX-512, whose faster exp pass leaves
+// the next row's lines less time to arrive, 2 with a gradient and 3 without;
+// else 1.
+std::size_t ShortRowFetchRows(bool with_grad);
 // Tests only: makes RecomputingExpsPays() answer `mode` (0 false, 1 true),
 // or the run-time target's own answer again (-1), so that a test can run both
 // gradient sources on any CPU.
