@@ -1053,7 +1053,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
           const bool ignored = !pl.soft && target_of(pl, r) == pl.ignore_index;
           RowState& rs = slot[cur];
           if (ignored && !pl.want_lse) {
-            rs = RowState{};
+            rs = eng.kFreshRow;
             rs.ignored = true;
             for (std::size_t c = 0; c < pl.nchunks; ++c) pending_grad(c);
           } else {
