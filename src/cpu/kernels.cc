@@ -38,6 +38,7 @@ void BceRow(const float* x, const float* y, size_t n, const BceRowSpec& spec, Bc
   BceRowImpl(x, y, n, spec, out);
 }
 void ExpRow(const float* x, float* y, size_t n) { ExpRowT<float>(x, y, n); }
+void TileLog1pRow(const double* x, double* y, size_t n) { TileLog1pRowImpl(x, y, n); }
 bool SmallRows(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* out) {
   return SmallRowsImpl(sp, r0, r1, out);
 }
@@ -62,6 +63,7 @@ HWY_EXPORT(RecomputingExpsPays);
 HWY_EXPORT(ShortRowFetchRows);
 HWY_EXPORT(BceRow);
 HWY_EXPORT(ExpRow);
+HWY_EXPORT(TileLog1pRow);
 HWY_EXPORT(SmallRows);
 
 bool SmallRowsF32(const SmallRowsSpec& spec, std::size_t r0, std::size_t r1, SmallRowsResult* out) {
@@ -69,6 +71,7 @@ bool SmallRowsF32(const SmallRowsSpec& spec, std::size_t r0, std::size_t r1, Sma
 }
 
 void ExpRowF32(const float* x, float* y, std::size_t n) { HWY_DYNAMIC_DISPATCH(ExpRow)(x, y, n); }
+void TileLog1pF64(const double* x, double* y, std::size_t n) { HWY_DYNAMIC_DISPATCH(TileLog1pRow)(x, y, n); }
 
 void BceRowF32(const float* x, const float* y, std::size_t n, const BceRowSpec& spec, BceRowStats* out) {
   HWY_DYNAMIC_DISPATCH(BceRow)(x, y, n, spec, out);

@@ -195,6 +195,9 @@ bool SmallRowsF32(const SmallRowsSpec& spec, std::size_t r0, std::size_t r1, Sma
 
 // The kernels' exp on x ≤ 0 (for its accuracy test): y_i = exp(x_i).
 void ExpRowF32(const float* x, float* y, std::size_t n);
+// The short-row tile's fp64 log(1 + x) of x = Σexp − 1 (for its accuracy
+// test): y_i = log1p(x_i).
+void TileLog1pF64(const double* x, double* y, std::size_t n);
 
 // Orders the streaming stores of this thread before what follows.
 void StreamFence();
