@@ -1340,19 +1340,34 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
                " is out of range [0, " + std::to_string(V) + ") and is not ignore_index (" +
                std::to_string(pl.ignore_index) + ")");
     };
-    // Without class weights the weight sum is the count (exact in any
-    // order), so many targets are checked on all threads: at V = 10 this
-    // serial pass was ~1 ms of a 7 ms call. The first bad row is the
-    // smallest one whichever thread saw it.
-    const int check_threads = pl.w || N < 65536 ? 1 : thread_count(o.num_threads);
-    if (check_threads > 1) {
+    if (!pl.w) {
+      // Without class weights the weight sum is the count (exact in any
+      // order): a SIMD scan (cpu::ScanTargets), on all threads for many
+      // rows (at V = 10 a serial scalar pass was ~1 ms of a 7 ms call). The
+      // first bad row is the smallest one whichever thread saw it.
+      const int check_threads = N < 65536 ? 1 : thread_count(o.num_threads);
+      auto scan = [&](std::int64_t r0, std::int64_t r1) {
+        const auto n = static_cast<std::size_t>(r1 - r0);
+        cpu::TargetScan s = pl.t64 ? cpu::ScanTargets(static_cast<const std::int64_t*>(pl.targets) + r0, n, V,
+                                                      pl.ignore_index)
+                                   : cpu::ScanTargets(static_cast<const std::int32_t*>(pl.targets) + r0, n, V,
+                                                      pl.ignore_index);
+        if (s.first_bad >= 0) s.first_bad += r0;
+        return s;
+      };
       std::int64_t count = 0, bad = N;
-#pragma omp parallel for num_threads(check_threads) schedule(static) reduction(+ : count) reduction(min : bad)
-      for (std::int64_t r = 0; r < N; ++r) {
-        const std::int64_t t = target_of(pl, r);
-        if (t == pl.ignore_index) continue;
-        if (t < 0 || t >= V) bad = std::min(bad, r);
-        ++count;
+      if (check_threads > 1) {
+#pragma omp parallel num_threads(check_threads) reduction(+ : count) reduction(min : bad)
+        {
+          const auto [r0, r1] = static_share(N, omp_get_thread_num(), omp_get_num_threads());
+          const cpu::TargetScan s = scan(r0, r1);
+          count += s.count;
+          if (s.first_bad >= 0) bad = s.first_bad;
+        }
+      } else {
+        const cpu::TargetScan s = scan(0, N);
+        count = s.count;
+        if (s.first_bad >= 0) bad = s.first_bad;
       }
       if (bad < N) out_of_range(bad);
       dn.count = count;
@@ -1364,11 +1379,9 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
         if (t == pl.ignore_index) continue;
         if (t < 0 || t >= V) out_of_range(r);
         ++dn.count;
-        // Without class weights no compensated add per row (its dependency
-        // chain cost ~3 ns per row, 8% of the whole call at V = 10).
-        if (pl.w) ws.add(pl.w[t]);
+        ws.add(pl.w[t]);
       }
-      dn.weight_sum = pl.w ? ws.value() : static_cast<double>(dn.count);
+      dn.weight_sum = ws.value();
     }
   } else {
     fail(ErrorCode::kInvalidArgument, std::string(fn) + ": invalid targets kind");

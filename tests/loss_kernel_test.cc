@@ -85,6 +85,51 @@ TEST(KernelLog1p, TileLog1pAccurateOnTheSumRange) {
   EXPECT_TRUE(std::isnan(ys[2]));
 }
 
+// The index-target scan (count of kept rows, first bad row) against a plain
+// loop: bad entries at every position of a block and in the tail, int64 and
+// int32 targets, an ignore index inside and outside int32, and an int32 run
+// long enough to empty the per-lane counters (every 2^16 blocks).
+TEST(TargetScan, MatchesAPlainLoop) {
+  std::mt19937_64 rng(11);
+  auto plain = [](const auto& t, std::int64_t V, std::int64_t ig) {
+    TargetScan s;
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      const std::int64_t v = t[i];
+      if (v == ig) continue;
+      if (v < 0 || v >= V) {
+        s.first_bad = static_cast<std::int64_t>(i);
+        return s;
+      }
+      ++s.count;
+    }
+    return s;
+  };
+  for (std::int64_t ig : {std::int64_t{-100}, std::int64_t{3}, std::int64_t{1} << 40, -(std::int64_t{1} << 40)})
+    for (std::size_t n : {0, 1, 7, 64, 100, 257, 1000})
+      for (int bad_at = -1; bad_at < static_cast<int>(n); bad_at += 1 + static_cast<int>(n) / 13) {
+        const std::int64_t V = 10;
+        std::vector<std::int64_t> t64(n);
+        for (auto& v : t64) v = rng() % 4 == 0 ? ig : static_cast<std::int64_t>(rng() % V);
+        if (bad_at >= 0) t64[static_cast<std::size_t>(bad_at)] = rng() % 2 ? V : -1;
+        std::vector<std::int32_t> t32(t64.begin(), t64.end());  // (ignore indices outside int32 wrap)
+        const TargetScan a = ScanTargets(t64.data(), n, V, ig), b = ScanTargets(t32.data(), n, V, ig);
+        const TargetScan wa = plain(t64, V, ig), wb = plain(t32, V, ig);
+        ASSERT_EQ(a.first_bad, wa.first_bad) << n << " " << bad_at << " " << ig;
+        ASSERT_EQ(b.first_bad, wb.first_bad) << n << " " << bad_at << " " << ig;
+        if (wa.first_bad < 0) ASSERT_EQ(a.count, wa.count) << n << " " << ig;  // (only meaningful then)
+        if (wb.first_bad < 0) ASSERT_EQ(b.count, wb.count) << n << " " << ig;
+      }
+  // 2^16 blocks of 4 AVX-512 int32 vectors and more.
+  std::vector<std::int32_t> big((std::size_t{1} << 22) + 77);
+  for (auto& v : big) v = static_cast<std::int32_t>(rng() % 5);
+  big[1000] = -100;
+  const TargetScan s = ScanTargets(big.data(), big.size(), 5, -100);
+  EXPECT_EQ(s.count, static_cast<std::int64_t>(big.size()) - 1);
+  EXPECT_EQ(s.first_bad, -1);
+  big.back() = 5;
+  EXPECT_EQ(ScanTargets(big.data(), big.size(), 5, -100).first_bad, static_cast<std::int64_t>(big.size()) - 1);
+}
+
 // The statistics pass runs most blocks' exps without their underflow test
 // (AVX2: blocks wholly within −86.6 ≤ z − ref < 0). Rows whose logits sit
 // on both sides of that edge, with -inf masks and far-below values in some

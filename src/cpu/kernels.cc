@@ -15,6 +15,7 @@
 #include "cpu/cross_entropy-inl.h"
 #include "cpu/bce-inl.h"
 #include "cpu/small_rows-inl.h"
+#include "cpu/targets-inl.h"
 #include "hwy/highway.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -39,6 +40,12 @@ void BceRow(const float* x, const float* y, size_t n, const BceRowSpec& spec, Bc
 }
 void ExpRow(const float* x, float* y, size_t n) { ExpRowT<float>(x, y, n); }
 void TileLog1pRow(const double* x, double* y, size_t n) { TileLog1pRowImpl(x, y, n); }
+TargetScan ScanTargets64(const int64_t* t, size_t n, int64_t V, int64_t ignore) {
+  return ScanTargetsT<int64_t>(t, n, V, ignore);
+}
+TargetScan ScanTargets32(const int32_t* t, size_t n, int64_t V, int64_t ignore) {
+  return ScanTargetsT<int32_t>(t, n, V, ignore);
+}
 bool SmallRows(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* out) {
   return SmallRowsImpl(sp, r0, r1, out);
 }
@@ -64,6 +71,8 @@ HWY_EXPORT(ShortRowFetchRows);
 HWY_EXPORT(BceRow);
 HWY_EXPORT(ExpRow);
 HWY_EXPORT(TileLog1pRow);
+HWY_EXPORT(ScanTargets64);
+HWY_EXPORT(ScanTargets32);
 HWY_EXPORT(SmallRows);
 
 bool SmallRowsF32(const SmallRowsSpec& spec, std::size_t r0, std::size_t r1, SmallRowsResult* out) {
@@ -72,6 +81,12 @@ bool SmallRowsF32(const SmallRowsSpec& spec, std::size_t r0, std::size_t r1, Sma
 
 void ExpRowF32(const float* x, float* y, std::size_t n) { HWY_DYNAMIC_DISPATCH(ExpRow)(x, y, n); }
 void TileLog1pF64(const double* x, double* y, std::size_t n) { HWY_DYNAMIC_DISPATCH(TileLog1pRow)(x, y, n); }
+TargetScan ScanTargets(const std::int64_t* t, std::size_t n, std::int64_t V, std::int64_t ignore_index) {
+  return HWY_DYNAMIC_DISPATCH(ScanTargets64)(t, n, V, ignore_index);
+}
+TargetScan ScanTargets(const std::int32_t* t, std::size_t n, std::int64_t V, std::int64_t ignore_index) {
+  return HWY_DYNAMIC_DISPATCH(ScanTargets32)(t, n, V, ignore_index);
+}
 
 void BceRowF32(const float* x, const float* y, std::size_t n, const BceRowSpec& spec, BceRowStats* out) {
   HWY_DYNAMIC_DISPATCH(BceRow)(x, y, n, spec, out);

@@ -193,6 +193,17 @@ struct SmallRowsResult {
 };
 bool SmallRowsF32(const SmallRowsSpec& spec, std::size_t r0, std::size_t r1, SmallRowsResult* out);
 
+// Index targets t[0, n): the number of entries that are not ignore_index,
+// and the first entry (its index) that is outside [0, V) and not
+// ignore_index, −1 if none (count is only meaningful then: a bad entry is
+// an error). An int32 target never equals an ignore_index outside int32.
+struct TargetScan {
+  std::int64_t count = 0;
+  std::int64_t first_bad = -1;
+};
+TargetScan ScanTargets(const std::int64_t* t, std::size_t n, std::int64_t V, std::int64_t ignore_index);
+TargetScan ScanTargets(const std::int32_t* t, std::size_t n, std::int64_t V, std::int64_t ignore_index);
+
 // The kernels' exp on x ≤ 0 (for its accuracy test): y_i = exp(x_i).
 void ExpRowF32(const float* x, float* y, std::size_t n);
 // The short-row tile's fp64 log(1 + x) of x = Σexp − 1 (for its accuracy
