@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <memory>
+#include <random>
 #include <string>
 
 #include "loss_test_util.h"
@@ -329,6 +332,67 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
   for (std::int64_t c = 0; c < 10; ++c) masked.logits.set(0, c, -kInfD), masked.logits.set(8, c, -kInfD);
   masked.logits.set(4, 3, std::numeric_limits<double>::quiet_NaN());
   check_ce(masked);
+}
+
+TEST(CrossEntropyLoss, ShortRowsEveryWidthUpToSixteen) {
+  // AVX-512 packs a full tile's gradient rows (V ≤ 16) with a permute plan
+  // per V: every V from 1 to 16, plain and in place, with a partial last
+  // tile (which goes through the tile buffer).
+  for (std::int64_t v = 1; v <= 16; ++v)
+    for (bool inplace : {false, true}) {
+      CeCase cc;
+      cc.N = 1000 + v;
+      cc.V = v;
+      cc.ignore_every = 5;
+      cc.inplace = inplace;
+      check_ce(cc);
+    }
+}
+
+TEST(CrossEntropyLoss, ShortRowsStreamedGradient) {
+  // Gradients of ≥ 16 MiB leave with streaming stores: on AVX-512 (V ≤ 16)
+  // straight from the tile where the rows are 64-byte aligned, else through
+  // the tile buffer. Both alignments, out of place and in place, against the
+  // long-double reference.
+  const std::int64_t N = 420000, V = 10;  // 16.8 MB of float32
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> z0(static_cast<std::size_t>(N * V));
+  for (float& x : z0) x = nd(rng);
+  std::vector<std::int64_t> t(static_cast<std::size_t>(N));
+  for (auto& x : t) x = static_cast<std::int64_t>(rng() % V);
+  std::vector<Row> rows(static_cast<std::size_t>(N), Row(static_cast<std::size_t>(V)));
+  for (std::int64_t r = 0; r < N; ++r)
+    for (std::int64_t c = 0; c < V; ++c) rows[r][c] = z0[static_cast<std::size_t>(r * V + c)];
+  const auto ref = reference::cross_entropy_batch(rows, t, {}, reference::CeRefOptions{});
+  const std::size_t n = z0.size();
+  // 64-byte aligned storage, used at an offset of 0 or 4 floats.
+  std::unique_ptr<float, decltype(&std::free)> zmem(static_cast<float*>(std::aligned_alloc(64, (n + 64) * 4)), &std::free);
+  std::unique_ptr<float, decltype(&std::free)> gmem(static_cast<float*>(std::aligned_alloc(64, (n + 64) * 4)), &std::free);
+  for (std::size_t off : {0, 4})
+    for (bool inplace : {false, true}) {
+      SCOPED_TRACE("offset " + std::to_string(off) + (inplace ? " in place" : ""));
+      float* z = zmem.get() + off;
+      float* g = inplace ? z : gmem.get() + off;
+      std::copy(z0.begin(), z0.end(), z);
+      if (!inplace) std::fill(g, g + n, std::nanf(""));
+      CrossEntropyOptions o;
+      o.num_threads = 2;
+      CrossEntropyOutputs outs;
+      outs.grad = MutableMatrixView{g, DType::kF32, N, V, 0};
+      const auto res = cross_entropy_loss(MatrixView{z, DType::kF32, N, V, 0}, Targets::Index(t.data()), o, outs);
+      EXPECT_TRUE(Near(res.loss, ref.loss, 5e-7, 1e-7));
+      const double gabs = 1e-7 / static_cast<double>(N);
+      int bad = 0;
+      for (std::int64_t r = 0; r < N && bad < 5; ++r)
+        for (std::int64_t c = 0; c < V && bad < 5; ++c) {
+          const auto ok = Near(g[r * V + c], ref.grad[r][c], 5e-7, gabs);
+          if (!ok) {
+            ++bad;
+            ADD_FAILURE() << "grad[" << r << "][" << c << "]: " << ok.message();
+          }
+        }
+    }
 }
 
 // ------------------------------------------------------------ dtypes

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "cpu/kernels.h"
 #include "hwy/cache_control.h"
@@ -222,14 +223,101 @@ HWY_INLINE void LoadColumns(D d, const float* HWY_RESTRICT src, size_t stride, s
 #endif
 }
 
+#if HWY_TARGET <= HWY_AVX3
+// AVX-512, V ≤ 16: a tile's gradient (16 rows of V floats) leaves as V
+// whole vectors, its 16·V contiguous floats, instead of 16 masked row
+// stores into the tile buffer and a copy of that buffer out: the V columns
+// are transposed to rows (r[l] = row l in lanes [0, V)), and lane i of
+// output k, flat element f = 16k + i, is row f / V, column f % V. Output k
+// spans rows l0 = 16k / V to l1 = (16k + 15) / V: one two-source permute
+// takes rows l0 and l0 + 1, each later one adds a row (V = 10: 14 permutes
+// in all). V is a template parameter (a dispatch on it below), so that
+// the permute plan is a compile-time constant, the rows stay in registers,
+// and the columns past V are known zeros.
+template <size_t V>
+struct PackPlan {
+  uint8_t first[V + 1] = {};  // the steps of output k: [first[k], first[k + 1])
+  uint8_t row[32] = {};       // the row a step brings in (the first step: that row and the next)
+  int32_t idx[32][16] = {};
+};
+
+template <size_t V>
+constexpr PackPlan<V> MakePackPlan() {
+  PackPlan<V> p;
+  size_t st = 0;
+  for (size_t k = 0; k < V; ++k) {
+    p.first[k] = static_cast<uint8_t>(st);
+    const size_t l0 = 16 * k / V, l1 = (16 * k + 15) / V;
+    const size_t last = l1 > l0 ? l1 : l0 + 1;  // V = 16: one row (the second source unused)
+    for (size_t l = l0 + 1; l <= last; ++l, ++st) {
+      p.row[st] = static_cast<uint8_t>(l == l0 + 1 ? l0 : l);
+      for (size_t i = 0; i < 16; ++i) {
+        const size_t f = 16 * k + i, fl = f / V, fj = f % V;
+        if (l == l0 + 1)  // rows l0 (source 1) and l0 + 1 (source 2)
+          p.idx[st][i] = fl == l0 ? static_cast<int32_t>(fj) : fl == l0 + 1 ? static_cast<int32_t>(16 + fj) : 0;
+        else  // keep lane i, or take row l (source 2)
+          p.idx[st][i] = fl == l ? static_cast<int32_t>(16 + fj) : static_cast<int32_t>(i);
+      }
+    }
+  }
+  p.first[V] = static_cast<uint8_t>(st);
+  return p;
+}
+
+template <size_t V>
+inline constexpr PackPlan<V> kPackPlan = MakePackPlan<V>();
+
+template <size_t V, size_t K>
+HWY_INLINE __m512 PackedVector(const __m512 (&r)[16]) {
+  constexpr const PackPlan<V>& p = kPackPlan<V>;
+  constexpr size_t s0 = p.first[K], s1 = p.first[K + 1], row0 = p.row[s0];
+  __m512 acc = _mm512_permutex2var_ps(r[row0], _mm512_load_si512(p.idx[s0]), r[row0 + 1 < 16 ? row0 + 1 : row0]);
+  for (size_t st = s0 + 1; st < s1; ++st) acc = _mm512_permutex2var_ps(acc, _mm512_load_si512(p.idx[st]), r[p.row[st]]);
+  return acc;
+}
+
+// cols (V columns of 16 lanes) → dst, 16·V floats: streamed (dst 64-byte
+// aligned) or plain stores.
+template <size_t V>
+HWY_INLINE void StoreRowsPacked(const float* HWY_RESTRICT cols, float* HWY_RESTRICT dst, bool stream) {
+  __m512 r[16];
+  for (size_t j = 0; j < 16; ++j) r[j] = j < V ? _mm512_load_ps(cols + j * 16) : _mm512_setzero_ps();
+  Transpose16x16(r);
+  [&]<size_t... K>(std::index_sequence<K...>) HWY_ATTR {
+    ((stream ? _mm512_stream_ps(dst + 16 * K, PackedVector<V, K>(r)) : _mm512_storeu_ps(dst + 16 * K, PackedVector<V, K>(r))),
+     ...);
+  }(std::make_index_sequence<V>{});
+}
+
+template <size_t V = 16>
+HWY_INLINE void StoreRowsPackedFor(size_t v, const float* HWY_RESTRICT cols, float* HWY_RESTRICT dst, bool stream) {
+  if (v == V)
+    StoreRowsPacked<V>(cols, dst, stream);
+  else if constexpr (V > 1)
+    StoreRowsPackedFor<V - 1>(v, cols, dst, stream);
+}
+#endif
+
+// Where a tile's gradient goes: kTileBuffer, the packed L×V tile buffer
+// (the caller copies it out); kDirectStream, straight to its packed rows
+// (64-byte aligned) with streaming stores; kDirectPlain, the same with plain
+// stores. The direct modes are for AVX-512 and V ≤ 16 (StoreRowsPacked).
+enum class GradOut { kTileBuffer, kDirectStream, kDirectPlain };
+
 // dst[l·V + j] = cols[j·L + l]: the inverse of LoadColumns, into a packed
-// L×V tile (AVX-512: register transposes and masked row stores, replacing
-// scatters, a fifth of the tile's time; else scatters).
+// L×V tile (AVX-512: register transposes, then for V ≤ 16 StoreRowsPacked,
+// else masked row stores; these replaced scatters, a fifth of the tile's
+// time; other targets scatter).
 template <class D>
-HWY_INLINE void StoreRows(D d, const float* HWY_RESTRICT cols, size_t V, float* HWY_RESTRICT dst) {
+HWY_INLINE void StoreRows(D d, const float* HWY_RESTRICT cols, size_t V, float* HWY_RESTRICT dst, GradOut how) {
   const size_t L = hn::Lanes(d);
+  (void)how;
 #if HWY_TARGET <= HWY_AVX3
   (void)L;
+  if (V <= 16) {
+    StoreRowsPackedFor(V, cols, dst, how == GradOut::kDirectStream);
+    return;
+  }
   for (size_t c0 = 0; c0 < V; c0 += 16) {
     const size_t nv = V - c0 < 16 ? V - c0 : 16;
     const __mmask16 m = static_cast<__mmask16>((1u << nv) - 1u);
@@ -304,7 +392,7 @@ template <bool kSoft, bool kSmooth, bool kAcc, class D>
 TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb, int32_t zs,
                      const float* HWY_RESTRICT pb, int32_t ps,
                      const int32_t* HWY_RESTRICT tt, hn::Mask<D> active, hn::Mask<D> valid,
-                     float* HWY_RESTRICT gt, float* HWY_RESTRICT row_loss, float* HWY_RESTRICT row_lse,
+                     float* HWY_RESTRICT gt, GradOut gt_how, float* HWY_RESTRICT row_loss, float* HWY_RESTRICT row_lse,
                      Wide<D>& ce_acc, Wide<D>& zl_acc, int64_t& correct) {
   using DI = hn::RebindToSigned<D>;
   using DW = hn::Repartition<double, D>;
@@ -533,7 +621,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       if (!soft) g = hn::IfThenElse(hn::RebindMask(d, hn::Eq(tv, hn::Set(di, static_cast<int32_t>(j)))), gt_f, g);
       hn::Store(g, d, ebuf + j * L);
     }
-    StoreRows(d, ebuf, V, gt);
+    StoreRows(d, ebuf, V, gt, gt_how);
   }
   return {};
 }
@@ -553,6 +641,7 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
   HWY_ALIGN int32_t tt[HWY_MAX_BYTES / 4];
   HWY_ALIGN float rl[HWY_MAX_BYTES / 4], rlse[HWY_MAX_BYTES / 4];
   *out = SmallRowsResult{};
+  const bool kDirectOut = HWY_TARGET <= HWY_AVX3 && V <= 16;
   for (size_t r = r0; r < r1; r += L) {
     const size_t k = r1 - r < L ? r1 - r : L;
     HWY_ALIGN int32_t actv[HWY_MAX_BYTES / 4];
@@ -645,7 +734,16 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
         ps = static_cast<int32_t>(V);
       }
     }
-    const TileResult tr = SmallTile<kSoft, kSmooth, kAcc>(d, sp, zb, zs, pb, ps, tt, active, valid, sp.grad ? gtile : nullptr,
+    // The gradient goes straight to its rows where a full tile's rows are
+    // packed and the tile packs them (AVX-512, V ≤ 16), else through the
+    // tile buffer (also where a streamed destination is not 64-byte aligned).
+    float* const g = sp.grad ? sp.grad + r * sp.grad_stride : nullptr;
+    GradOut how = GradOut::kTileBuffer;
+    if (g && kDirectOut && k == L && sp.grad_stride == V)
+      how = !sp.stream ? GradOut::kDirectPlain
+            : reinterpret_cast<uintptr_t>(g) % 64 == 0 ? GradOut::kDirectStream : GradOut::kTileBuffer;
+    const TileResult tr = SmallTile<kSoft, kSmooth, kAcc>(d, sp, zb, zs, pb, ps, tt, active, valid,
+                                    !g ? nullptr : how == GradOut::kTileBuffer ? gtile : g, how,
                                     sp.row_loss ? rl : nullptr, sp.row_lse ? rlse : nullptr,
                                     ce_acc, zl_acc, correct);
     if (tr.error) {
@@ -655,8 +753,7 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
     }
     if (sp.row_loss) std::memcpy(sp.row_loss + r, rl, k * sizeof(float));
     if (sp.row_lse) std::memcpy(sp.row_lse + r, rlse, k * sizeof(float));
-    if (sp.grad) {
-      float* g = sp.grad + r * sp.grad_stride;
+    if (g && how == GradOut::kTileBuffer) {
       if (sp.grad_stride == V)
         CopyOut(gtile, g, k * V, sp.stream);
       else
