@@ -917,6 +917,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       ss.logits = static_cast<const float*>(pl.z.data);
       ss.logits_stride = static_cast<std::size_t>(pl.sz.stride);
       ss.cols = V;
+      ss.rows = static_cast<std::size_t>(N);
       ss.grad = want_grad ? static_cast<float*>(pl.g.data) : nullptr;
       ss.grad_stride = static_cast<std::size_t>(pl.sg.stride);
       if (pl.soft) {

@@ -168,6 +168,7 @@ inline constexpr std::size_t kSmallV = 128;
 struct SmallRowsSpec {
   const float* logits = nullptr;
   std::size_t logits_stride = 0, cols = 0;
+  std::size_t rows = 0;  // of the whole batch (the tiles fetch ahead up to there)
   float* grad = nullptr;  // may be the logits (same stride)
   std::size_t grad_stride = 0;
   const std::int64_t* targets64 = nullptr;
