@@ -308,20 +308,14 @@ HWY_INLINE void StoreRowsPackedFor(size_t v, const Col& col, float* HWY_RESTRICT
 enum class GradOut { kTileBuffer, kDirectStream, kDirectPlain };
 
 // dst[l·V + j] = cols[j·L + l]: the inverse of LoadColumns, into a packed
-// L×V tile (AVX-512: register transposes, then for V ≤ 16 StoreRowsPacked,
-// else masked row stores; these replaced scatters, a fifth of the tile's
-// time; other targets scatter).
+// L×V tile (AVX-512: register transposes and masked row stores, replacing
+// scatters, a fifth of the tile's time; else scatters). AVX-512 tiles of
+// V ≤ 16 use StoreRowsPacked instead.
 template <class D>
-HWY_INLINE void StoreRows(D d, const float* HWY_RESTRICT cols, size_t V, float* HWY_RESTRICT dst, GradOut how) {
+HWY_INLINE void StoreRows(D d, const float* HWY_RESTRICT cols, size_t V, float* HWY_RESTRICT dst) {
   const size_t L = hn::Lanes(d);
-  (void)how;
 #if HWY_TARGET <= HWY_AVX3
   (void)L;
-  if (V <= 16) {
-    StoreRowsPackedFor(V, [&](size_t j) HWY_ATTR { return _mm512_load_ps(cols + j * 16); }, dst,
-                       how == GradOut::kDirectStream);
-    return;
-  }
   for (size_t c0 = 0; c0 < V; c0 += 16) {
     const size_t nv = V - c0 < 16 ? V - c0 : 16;
     const __mmask16 m = static_cast<__mmask16>((1u << nv) - 1u);
@@ -648,7 +642,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       return g;
     };
 #if HWY_TARGET <= HWY_AVX3
-    if (V <= 16) {
+    if (V <= 16) {  // whole packed vectors, into the tile buffer or the rows themselves (gt_how)
       StoreRowsPackedFor(V, [&](size_t j) HWY_ATTR __attribute__((always_inline)) { return grad_col(j).raw; }, gt,
                          gt_how == GradOut::kDirectStream);
       return {};
@@ -656,7 +650,7 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
 #endif
     // Column j of the gradient overwrites column j of the exps (read first).
     for (size_t j = 0; j < V; ++j) hn::Store(grad_col(j), d, ebuf + j * L);
-    StoreRows(d, ebuf, V, gt, gt_how);
+    StoreRows(d, ebuf, V, gt);
   }
   return {};
 }
@@ -676,7 +670,7 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
   HWY_ALIGN int32_t tt[HWY_MAX_BYTES / 4];
   HWY_ALIGN float rl[HWY_MAX_BYTES / 4], rlse[HWY_MAX_BYTES / 4];
   *out = SmallRowsResult{};
-  const bool kDirectOut = HWY_TARGET <= HWY_AVX3 && V <= 16;
+  const bool direct_out = HWY_TARGET <= HWY_AVX3 && V <= 16;
   for (size_t r = r0; r < r1; r += L) {
     const size_t k = r1 - r < L ? r1 - r : L;
     HWY_ALIGN int32_t actv[HWY_MAX_BYTES / 4];
@@ -780,7 +774,7 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
     // tile buffer (also where a streamed destination is not 64-byte aligned).
     float* const g = sp.grad ? sp.grad + r * sp.grad_stride : nullptr;
     GradOut how = GradOut::kTileBuffer;
-    if (g && kDirectOut && k == L && sp.grad_stride == V)
+    if (g && direct_out && k == L && sp.grad_stride == V)
       how = !sp.stream ? GradOut::kDirectPlain
             : reinterpret_cast<uintptr_t>(g) % 64 == 0 ? GradOut::kDirectStream : GradOut::kTileBuffer;
     const TileResult tr = SmallTile<kSoft, kSmooth, kAcc>(d, sp, zb, zs, pb, ps, tt, active, valid,

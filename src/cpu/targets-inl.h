@@ -29,12 +29,13 @@ HWY_INLINE bool TargetBad(T t, int64_t V, int64_t ignore) {
   return TargetKept(t, ignore) && (t < 0 || static_cast<int64_t>(t) >= V);
 }
 
+// How often (in blocks) int32 lane counters are emptied into the total.
+inline constexpr size_t kFlushBlocks = size_t{1} << 16;
+
 // T is int64_t or int32_t. Blocks of 4 vectors: the kept lanes are counted
 // in a vector of per-lane counters (a kept lane's mask is −1: subtracting it
 // adds 1), the bad lanes OR-ed together and tested once per block; a block
 // with a bad lane is rescanned in order for the first one.
-inline constexpr size_t kFlushBlocks = size_t{1} << 16;
-
 template <class T>
 TargetScan ScanTargetsT(const T* HWY_RESTRICT t, size_t n, int64_t V, int64_t ignore) {
   const hn::ScalableTag<T> d;
