@@ -236,9 +236,9 @@ HWY_INLINE void LoadColumns(D d, const float* HWY_RESTRICT src, size_t stride, s
 // and the columns past V are known zeros.
 template <size_t V>
 struct PackPlan {
-  uint8_t first[V + 1] = {};  // the steps of output k: [first[k], first[k + 1])
-  uint8_t row[32] = {};       // the row a step brings in (the first step: that row and the next)
-  int32_t idx[32][16] = {};
+  alignas(64) int32_t idx[32][16] = {};  // each step's permute indices
+  uint8_t first[V + 1] = {};             // the steps of output k: [first[k], first[k + 1])
+  uint8_t row[32] = {};                  // the row a step brings in (the first step: that row and the next)
 };
 
 template <size_t V>
@@ -271,8 +271,8 @@ template <size_t V, size_t K>
 HWY_INLINE __m512 PackedVector(const __m512 (&r)[16]) {
   constexpr const PackPlan<V>& p = kPackPlan<V>;
   constexpr size_t s0 = p.first[K], s1 = p.first[K + 1], row0 = p.row[s0];
-  __m512 acc = _mm512_permutex2var_ps(r[row0], _mm512_load_si512(p.idx[s0]), r[row0 + 1 < 16 ? row0 + 1 : row0]);
-  for (size_t st = s0 + 1; st < s1; ++st) acc = _mm512_permutex2var_ps(acc, _mm512_load_si512(p.idx[st]), r[p.row[st]]);
+  __m512 acc = _mm512_permutex2var_ps(r[row0], _mm512_loadu_si512(p.idx[s0]), r[row0 + 1 < 16 ? row0 + 1 : row0]);
+  for (size_t st = s0 + 1; st < s1; ++st) acc = _mm512_permutex2var_ps(acc, _mm512_loadu_si512(p.idx[st]), r[p.row[st]]);
   return acc;
 }
 
