@@ -1347,28 +1347,24 @@ Denoms prepare(const char* fn, const MatrixView& logits, const Targets& targets,
       // rows (at V = 10 a serial scalar pass was ~1 ms of a 7 ms call). The
       // first bad row is the smallest one whichever thread saw it.
       const int check_threads = N < 65536 ? 1 : thread_count(o.num_threads);
-      auto scan = [&](std::int64_t r0, std::int64_t r1) {
-        const auto n = static_cast<std::size_t>(r1 - r0);
-        cpu::TargetScan s = pl.t64 ? cpu::ScanTargets(static_cast<const std::int64_t*>(pl.targets) + r0, n, V,
-                                                      pl.ignore_index)
-                                   : cpu::ScanTargets(static_cast<const std::int32_t*>(pl.targets) + r0, n, V,
-                                                      pl.ignore_index);
-        if (s.first_bad >= 0) s.first_bad += r0;
-        return s;
-      };
       std::int64_t count = 0, bad = N;
+      // Rows [r0, r1): adds their count, lowers bad to their first bad row.
+      auto scan = [&](std::int64_t r0, std::int64_t r1, std::int64_t& count_, std::int64_t& bad_) {
+        const auto n = static_cast<std::size_t>(r1 - r0);
+        const cpu::TargetScan s =
+            pl.t64 ? cpu::ScanTargets(static_cast<const std::int64_t*>(pl.targets) + r0, n, V, pl.ignore_index)
+                   : cpu::ScanTargets(static_cast<const std::int32_t*>(pl.targets) + r0, n, V, pl.ignore_index);
+        count_ += s.count;
+        if (s.first_bad >= 0) bad_ = std::min(bad_, r0 + s.first_bad);
+      };
       if (check_threads > 1) {
 #pragma omp parallel num_threads(check_threads) reduction(+ : count) reduction(min : bad)
         {
           const auto [r0, r1] = static_share(N, omp_get_thread_num(), omp_get_num_threads());
-          const cpu::TargetScan s = scan(r0, r1);
-          count += s.count;
-          if (s.first_bad >= 0) bad = s.first_bad;
+          scan(r0, r1, count, bad);
         }
       } else {
-        const cpu::TargetScan s = scan(0, N);
-        count = s.count;
-        if (s.first_bad >= 0) bad = s.first_bad;
+        scan(0, N, count, bad);
       }
       if (bad < N) out_of_range(bad);
       dn.count = count;

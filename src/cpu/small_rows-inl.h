@@ -301,12 +301,6 @@ HWY_INLINE void StoreRowsPackedFor(size_t v, const Col& col, float* HWY_RESTRICT
 }
 #endif
 
-// Where a tile's gradient goes: kTileBuffer, the packed L×V tile buffer
-// (the caller copies it out); kDirectStream, straight to its packed rows
-// (64-byte aligned) with streaming stores; kDirectPlain, the same with plain
-// stores. The direct modes are for AVX-512 and V ≤ 16 (StoreRowsPacked).
-enum class GradOut { kTileBuffer, kDirectStream, kDirectPlain };
-
 // dst[l·V + j] = cols[j·L + l]: the inverse of LoadColumns, into a packed
 // L×V tile (AVX-512: register transposes and masked row stores, replacing
 // scatters, a fifth of the tile's time; else scatters). AVX-512 tiles of
@@ -390,7 +384,7 @@ template <bool kSoft, bool kSmooth, bool kAcc, class D>
 TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb, int32_t zs,
                      const float* HWY_RESTRICT pb, int32_t ps,
                      const int32_t* HWY_RESTRICT tt, hn::Mask<D> active, hn::Mask<D> valid,
-                     float* HWY_RESTRICT gt, GradOut gt_how, float* HWY_RESTRICT row_loss, float* HWY_RESTRICT row_lse,
+                     float* HWY_RESTRICT gt, bool gt_stream, float* HWY_RESTRICT row_loss, float* HWY_RESTRICT row_lse,
                      Wide<D>& ce_acc, Wide<D>& zl_acc, int64_t& correct) {
   using DI = hn::RebindToSigned<D>;
   using DW = hn::Repartition<double, D>;
@@ -555,40 +549,31 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
     const auto logs = TileLog1p(dw, sm1w);
     const auto lse = hn::Add(mw, logs);
     const auto nll = hn::Add(logs, hn::Sub(mw, ztw));
-    if (plain) {  // the same values as below with a = 1, b = 0, w_t = 1, c = 0
-      ce_h[h] = nll;
-      zl_h[h] = hn::Zero(dw);
-      lse_h[h] = lse;
-      if (!gt) continue;
-      const auto inv_s = hn::Div(one_w, sw);
-      const auto omq = hn::IfThenElse(hn::Eq(ztw, mw), hn::Mul(sm1w, inv_s), hn::Sub(one_w, hn::Mul(half(et), inv_s)));
+    // Plain: the general terms below with a = 1, b = 0, w_t = 1, c = 0.
+    const auto wtw = plain ? one_w : half(wt);
+    const auto csw = h == 0 ? csum.lo : csum.hi;
+    auto ce = plain ? nll : hn::Mul(hn::Set(dw, a), hn::Mul(wtw, nll));
+    if (kSmooth) ce = hn::MulAdd(hn::Set(dw, b), hn::MulAdd(hn::Set(dw, C), logs, dw_sum), ce);
+    if (soft) ce = hn::MulAdd(csw, logs, dw_sum);  // Σ c_j (lse − z_j)
+    ce_h[h] = ce;
+    zl_h[h] = plain ? hn::Zero(dw) : hn::Mul(hn::Set(dw, zc), hn::Mul(lse, lse));
+    lse_h[h] = lse;
+    if (!gt) continue;  // evaluation: no gradient coefficients (a third of this loop's work)
+    const auto inv_s = hn::Div(one_w, sw);
+    const auto q = hn::Mul(half(et), inv_s);
+    // q_t − 1 = −(s − 1)/s when z_t is the max (its term is exactly 1).
+    const auto omq = hn::IfThenElse(hn::Eq(ztw, mw), hn::Mul(sm1w, inv_s), hn::Sub(one_w, q));
+    if (plain) {
       alpha_h[h] = hn::Mul(hn::Set(dw, sce), inv_s);
       gt_h[h] = hn::Mul(hn::Set(dw, -sce), omq);
       continue;
     }
-    const auto wtw = half(wt);
-    const auto csw = h == 0 ? csum.lo : csum.hi;
-    auto ce = hn::Mul(hn::Set(dw, a), hn::Mul(wtw, nll));
-    if (kSmooth) ce = hn::MulAdd(hn::Set(dw, b), hn::MulAdd(hn::Set(dw, C), logs, dw_sum), ce);
-    if (soft) ce = hn::MulAdd(csw, logs, dw_sum);  // Σ c_j (lse − z_j)
-    const auto zl = hn::Mul(hn::Set(dw, zc), hn::Mul(lse, lse));
-    ce_h[h] = ce;
-    zl_h[h] = zl;
-    lse_h[h] = lse;
-    if (!gt) continue;  // evaluation: no gradient coefficients (a third of this loop's work)
-    const auto inv_s = hn::Div(one_w, sw);
     const auto A = soft ? csw : hn::MulAdd(hn::Set(dw, a), wtw, hn::Set(dw, b * C));
     const auto zterm = hn::Mul(hn::Set(dw, sz * 2 * zc), lse);
-    const auto alpha = hn::Mul(hn::MulAdd(hn::Set(dw, sce), A, zterm), inv_s);
-    const auto q = hn::Mul(half(et), inv_s);
-    // q_t − 1 = −(s − 1)/s when z_t is the max (its term is exactly 1).
-    const auto omq = hn::IfThenElse(hn::Eq(ztw, mw), hn::Mul(sm1w, inv_s), hn::Sub(one_w, q));
     const auto ct = hn::Mul(wtw, hn::Set(dw, a + b));
     const auto other = hn::Mul(hn::Set(dw, b), hn::Sub(hn::Set(dw, C), wtw));
-    const auto gtv = hn::MulAdd(hn::Set(dw, sce), hn::MulAdd(q, other, hn::Neg(hn::Mul(ct, omq))),
-                                hn::Mul(zterm, q));
-    alpha_h[h] = alpha;
-    gt_h[h] = gtv;
+    alpha_h[h] = hn::Mul(hn::MulAdd(hn::Set(dw, sce), A, zterm), inv_s);
+    gt_h[h] = hn::MulAdd(hn::Set(dw, sce), hn::MulAdd(q, other, hn::Neg(hn::Mul(ct, omq))), hn::Mul(zterm, q));
   }
   auto narrow = [&](const hn::Vec<DW>* v) {
     return hn::Combine(d, hn::DemoteTo(dh, v[1]), hn::DemoteTo(dh, v[0]));
@@ -642,9 +627,9 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       return g;
     };
 #if HWY_TARGET <= HWY_AVX3
-    if (V <= 16) {  // whole packed vectors, into the tile buffer or the rows themselves (gt_how)
+    if (V <= 16) {  // whole packed vectors, into the tile buffer or the rows themselves
       StoreRowsPackedFor(V, [&](size_t j) HWY_ATTR __attribute__((always_inline)) { return grad_col(j).raw; }, gt,
-                         gt_how == GradOut::kDirectStream);
+                         gt_stream);
       return {};
     }
 #endif
@@ -773,12 +758,10 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
     // packed and the tile packs them (AVX-512, V ≤ 16), else through the
     // tile buffer (also where a streamed destination is not 64-byte aligned).
     float* const g = sp.grad ? sp.grad + r * sp.grad_stride : nullptr;
-    GradOut how = GradOut::kTileBuffer;
-    if (g && direct_out && k == L && sp.grad_stride == V)
-      how = !sp.stream ? GradOut::kDirectPlain
-            : reinterpret_cast<uintptr_t>(g) % 64 == 0 ? GradOut::kDirectStream : GradOut::kTileBuffer;
+    const bool direct = g && direct_out && k == L && sp.grad_stride == V &&
+                        (!sp.stream || reinterpret_cast<uintptr_t>(g) % 64 == 0);
     const TileResult tr = SmallTile<kSoft, kSmooth, kAcc>(d, sp, zb, zs, pb, ps, tt, active, valid,
-                                    !g ? nullptr : how == GradOut::kTileBuffer ? gtile : g, how,
+                                    !g ? nullptr : direct ? g : gtile, direct && sp.stream,
                                     sp.row_loss ? rl : nullptr, sp.row_lse ? rlse : nullptr,
                                     ce_acc, zl_acc, correct);
     if (tr.error) {
@@ -788,7 +771,7 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
     }
     if (sp.row_loss) std::memcpy(sp.row_loss + r, rl, k * sizeof(float));
     if (sp.row_lse) std::memcpy(sp.row_lse + r, rlse, k * sizeof(float));
-    if (g && how == GradOut::kTileBuffer) {
+    if (g && !direct) {
       if (sp.grad_stride == V)
         CopyOut(gtile, g, k * V, sp.stream);
       else
