@@ -656,6 +656,18 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
   HWY_ALIGN float rl[HWY_MAX_BYTES / 4], rlse[HWY_MAX_BYTES / 4];
   *out = SmallRowsResult{};
   const bool direct_out = HWY_TARGET <= HWY_AVX3 && V <= 16;
+  // AVX-512 tiles of rows of ≤ 12 floats write their gradient with plain
+  // stores even where a large gradient streams elsewhere: these tiles are
+  // bound by their arithmetic (~26 GB/s of logits + gradient on 2 Zen 5
+  // cores, a third of the copy bandwidth), so the read-for-ownership the
+  // streaming store saves costs nothing, and the streaming stores themselves
+  // cost the tile time. Zen 5, 2 threads, aligned buffers of 40 MiB, one
+  // process alternating plain and streamed 6 times, fwd+bwd: in the host's
+  // fast phase (copy ~92 GB/s) V = 2 / 5 / 8 / 10 / 12 −10 / −12 / −18 /
+  // −18 / −19%, V = 16 −12%, 20 −2%, 24 +25%, 32 +16%; in its slow phase
+  // (copy ~59 GB/s) V = 5 −11%, 10 −3% (label smoothing −6%, soft targets
+  // −2%), 16 +3%. So V ≤ 12 stores plain; V 13 to 16 streams.
+  const bool stream = sp.stream && !(HWY_TARGET <= HWY_AVX3 && V <= 12);
   for (size_t r = r0; r < r1; r += L) {
     const size_t k = r1 - r < L ? r1 - r : L;
     HWY_ALIGN int32_t actv[HWY_MAX_BYTES / 4];
@@ -759,9 +771,9 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
     // tile buffer (also where a streamed destination is not 64-byte aligned).
     float* const g = sp.grad ? sp.grad + r * sp.grad_stride : nullptr;
     const bool direct = g && direct_out && k == L && sp.grad_stride == V &&
-                        (!sp.stream || reinterpret_cast<uintptr_t>(g) % 64 == 0);
+                        (!stream || reinterpret_cast<uintptr_t>(g) % 64 == 0);
     const TileResult tr = SmallTile<kSoft, kSmooth, kAcc>(d, sp, zb, zs, pb, ps, tt, active, valid,
-                                    !g ? nullptr : direct ? g : gtile, direct && sp.stream,
+                                    !g ? nullptr : direct ? g : gtile, direct && stream,
                                     sp.row_loss ? rl : nullptr, sp.row_lse ? rlse : nullptr,
                                     ce_acc, zl_acc, correct);
     if (tr.error) {
@@ -773,12 +785,12 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
     if (sp.row_lse) std::memcpy(sp.row_lse + r, rlse, k * sizeof(float));
     if (g && !direct) {
       if (sp.grad_stride == V)
-        CopyOut(gtile, g, k * V, sp.stream);
+        CopyOut(gtile, g, k * V, stream);
       else
         for (size_t l = 0; l < k; ++l) std::memcpy(g + l * sp.grad_stride, gtile + l * V, V * sizeof(float));
     }
   }
-  if (sp.stream) hwy::FlushStream();
+  if (stream) hwy::FlushStream();
   out->ce = ce_acc.Total();
   out->zl = zl_acc.Total();
   out->correct = correct;
