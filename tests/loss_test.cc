@@ -292,11 +292,13 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
   // supports, partial tiles, strides, in place, extreme logits; widths that
   // fill one, two (one partial) and eight 16-column transpose blocks
   // (AVX-512), or part of one, one, one and a bit, ... 8-column blocks (AVX2,
-  // whose partial block's row stores spill into the next rows).
+  // whose partial block's row stores spill into the next rows). Threads take
+  // blocks of N / 64 rows (at most 256): ~16 at N ≈ 1000 (mostly one partial
+  // tile each), ~64 at N ≈ 4100 (full tiles, each transposing the next).
   for (std::int64_t v : {2, 3, 8, 9, 10, 17, 32, 100, 128})
-    for (int variant = 0; variant < 7; ++variant) {
+    for (int variant = 0; variant < 14; ++variant) {
       CeCase cc;
-      cc.N = 1000 + v;  // not a multiple of any vector length
+      cc.N = (variant < 7 ? 1000 : 4100) + v;  // not a multiple of any vector length
       cc.V = v;
       cc.ignore_every = 7;
       if (variant == 1) cc.weights = true, cc.o.label_smoothing = 0.2;
@@ -311,6 +313,13 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
       if (variant == 4) cc.o.ignore_index = (std::int64_t{1} << 40) + 3;
       if (variant == 5) cc.int32 = true, cc.o.ignore_index = 1;
       if (variant == 6) cc.int32 = true, cc.o.ignore_index = -(std::int64_t{1} << 40), cc.ignore_every = 0;
+      // The same at N ≈ 4100.
+      if (variant == 8) cc.weights = true, cc.o.label_smoothing = 0.2;
+      if (variant == 9) cc.o.label_smoothing = 0.3, cc.o.smoothing = Smoothing::kOffTarget, cc.stride = v + 3;
+      if (variant == 10) cc.o.z_loss = 1e-3, cc.o.reduction = Reduction::kNone, cc.inplace = true, cc.int32 = true;
+      if (variant == 11) cc.sigma = 1e4, cc.o.reduction = Reduction::kSum;
+      if (variant == 12) cc.inplace = true, cc.o.ignore_index = 1;
+      if (variant == 13) cc.int32 = true, cc.o.label_smoothing = 0.1;
       check_ce(cc);
       cc.soft = true;  // soft targets through the same kernel
       cc.ignore_every = 0;
@@ -336,12 +345,13 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
 
 TEST(CrossEntropyLoss, ShortRowsEveryWidthUpToSixteen) {
   // AVX-512 packs a full tile's gradient rows (V ≤ 16) with a permute plan
-  // per V: every V from 1 to 16, plain and in place, with a partial last
-  // tile (which goes through the tile buffer).
+  // per V: every V from 1 to 16, plain and in place, with partial tiles
+  // (which go through the tile buffer): N ≈ 4100 makes blocks of 64 rows,
+  // four full tiles.
   for (std::int64_t v = 1; v <= 16; ++v)
     for (bool inplace : {false, true}) {
       CeCase cc;
-      cc.N = 1000 + v;
+      cc.N = 4100 + v;
       cc.V = v;
       cc.ignore_every = 5;
       cc.inplace = inplace;
@@ -1211,6 +1221,45 @@ TEST(CrossEntropyLoss, FewLongRowsMaskedPrefixAndErrorsOnThreads) {
     expect_error([&] { cross_entropy_loss(zi.view(), Targets::Index(t2.data()), ot, outs); },
                  ErrorCode::kUndefined, {"row 0"});
   }
+}
+
+// Short rows: a tile's logit columns are transposed during the tile before
+// it (see small_rows-inl.h), within a block of up to 256 rows (N / 64). A
+// NaN, a +inf and an all -inf row in the second tile, in a block's last
+// tile, at the end of the first thread's share and in the last block's two
+// tiles are the errors they are, naming the first failing row, in place and
+// out of place, on 1 and 2 threads; with a second bad row at the start of
+// the second thread's share (processed before the first one on 2 threads).
+TEST(CrossEntropyLoss, ShortRowsErrorsInEveryTile) {
+  const std::int64_t n = 20000;  // blocks of 256 rows, the last of 32
+  for (const std::int64_t v : {10, 33})
+    for (const std::int64_t bad : {16, 17, 500, 9990, 19990, 19999})
+      for (int kind = 0; kind < 3; ++kind)
+        for (const int threads : {1, 2})
+          for (const bool inplace : {false, true}) {
+            SCOPED_TRACE(testing::Message() << "V " << v << " row " << bad << " kind " << kind << " threads "
+                                            << threads << (inplace ? " in place" : ""));
+            Buffer z = random_logits(DType::kF32, n, v, 2.0, 41);
+            const std::int64_t col = (bad * 7) % v;
+            if (kind == 0) z.set(bad, col, std::nan(""));
+            if (kind == 1) z.set(bad, col, std::numeric_limits<double>::infinity());
+            if (kind == 2)
+              for (std::int64_t c = 0; c < v; ++c) z.set(bad, c, -std::numeric_limits<double>::infinity());
+            if (bad == 9990) z.set(10100, 0, std::nan(""));
+            std::vector<std::int64_t> t(static_cast<std::size_t>(n));
+            for (std::int64_t r = 0; r < n; ++r) t[static_cast<std::size_t>(r)] = (r * 3) % v;
+            Buffer g(DType::kF32, n, v);
+            CrossEntropyOptions o;
+            o.num_threads = threads;
+            CrossEntropyOutputs outs;
+            outs.grad = inplace ? z.mut() : g.mut();
+            auto run = [&] { cross_entropy_loss(z.view(), Targets::Index(t.data()), o, outs); };
+            if (kind == 2)
+              expect_error(run, ErrorCode::kUndefined, {("row " + std::to_string(bad)).c_str()});
+            else
+              expect_error(run, ErrorCode::kNonFinite,
+                           {("logits[" + std::to_string(bad) + "][" + std::to_string(col) + "]").c_str()});
+          }
 }
 
 TEST(LossNames, DTypeAndReduction) {
