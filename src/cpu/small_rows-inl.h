@@ -392,9 +392,8 @@ struct TileResult {
 // transposes could overlap only as far as the out-of-order window reaches.
 // Zen 5, one process alternating 8–10 times: 1048576×10 on 2 threads
 // fwd+bwd −7%, label smoothing −10%, forward −8%; in cache (16384×10, one
-// thread) −10%, −13%, −8.5%; soft targets (their p columns still loaded in
-// the tile) −0.5% and −6%. (Transposing the next tile before the finish
-// with a gradient too: fwd+bwd −4% only.)
+// thread) −10%, −13%, −8.5%. (Transposing the next tile before the finish
+// with a gradient too: fwd+bwd −4% only.) Soft targets: see SmallRowsLoop.
 template <bool kSoft, bool kSmooth, bool kAcc, class D>
 TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb, int32_t zs,
                      const float* HWY_RESTRICT pb, int32_t ps,
@@ -817,7 +816,9 @@ bool SmallRowsLoop(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResul
     float* const g = sp.grad ? sp.grad + r * sp.grad_stride : nullptr;
     const bool direct = g && direct_out && k == L && sp.grad_stride == V &&
                         (!stream || reinterpret_cast<uintptr_t>(g) % 64 == 0);
-    // The next tile's columns are transposed by this one where both are full.
+    // The next tile's columns are transposed by this one where both are full;
+    // not with soft targets (the tile transposes p too: pipelined as well, −4%
+    // to +5%, streamed and in cache).
     const bool pipe = !kSoft && k == L && r + 2 * L <= r1;
     float* const this_zcols = cur_ready ? zcols[cur] : nullptr;
     const float* const next_rows = pipe ? zb + L * sp.logits_stride : nullptr;
