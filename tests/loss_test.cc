@@ -296,7 +296,7 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
   // blocks of N / 64 rows (at most 256): ~16 at N ≈ 1000 (mostly one partial
   // tile each), ~64 at N ≈ 4100 (full tiles, each transposing the next).
   for (std::int64_t v : {2, 3, 8, 9, 10, 17, 32, 100, 128})
-    for (int variant = 0; variant < 14; ++variant) {
+    for (int variant = 0; variant < 16; ++variant) {
       CeCase cc;
       cc.N = (variant < 7 ? 1000 : 4100) + v;  // not a multiple of any vector length
       cc.V = v;
@@ -320,6 +320,10 @@ TEST(CrossEntropyLoss, ShortRowsOneRowPerLane) {
       if (variant == 11) cc.sigma = 1e4, cc.o.reduction = Reduction::kSum;
       if (variant == 12) cc.inplace = true, cc.o.ignore_index = 1;
       if (variant == 13) cc.int32 = true, cc.o.label_smoothing = 0.1;
+      // AVX-512 full tiles compare 16 int32 targets at once: an ignore index
+      // inside [0, V), and one beyond int32 (which matches no row).
+      if (variant == 14) cc.int32 = true, cc.o.ignore_index = 1;
+      if (variant == 15) cc.int32 = true, cc.o.ignore_index = -(std::int64_t{1} << 40), cc.ignore_every = 0;
       check_ce(cc);
       cc.soft = true;  // soft targets through the same kernel
       cc.ignore_every = 0;

@@ -615,11 +615,11 @@ TileResult SmallTile(D d, const SmallRowsSpec& sp, const float* HWY_RESTRICT zb,
       gt_h[h] = hn::Mul(hn::Set(dw, -sce), omq);
       continue;
     }
-    if (smooth_plain) {  // A = a + b·C, ct = a + b, other = b·(C − 1), zterm = 0
-      const auto A = hn::MulAdd(hn::Set(dw, a), one_w, hn::Set(dw, b * C));  // (as below: loop-invariant)
+    if (smooth_plain) {  // the general terms with w_t = 1: A = a + b·C, ct = a + b, other = b·(C − 1), zterm = 0
+      const auto A = hn::MulAdd(hn::Set(dw, a), one_w, hn::Set(dw, b * C));  // rounded as the general A
       alpha_h[h] = hn::Mul(hn::MulAdd(hn::Set(dw, sce), A, hn::Zero(dw)), inv_s);
       gt_h[h] = hn::MulAdd(hn::Set(dw, sce),
-                           hn::MulAdd(q, hn::Set(dw, b * (C - 1.0)), hn::Neg(hn::Mul(hn::Set(dw, 1.0 * (a + b)), omq))),
+                           hn::MulAdd(q, hn::Set(dw, b * (C - 1.0)), hn::Neg(hn::Mul(hn::Set(dw, a + b), omq))),
                            hn::Zero(dw));
       continue;
     }
