@@ -367,6 +367,8 @@ struct Scratch {
   std::vector<double> dz, dd, dp;  // the scalar path
 };
 
+// See run_batch: the longest rows whose statistics are taken two at a time.
+inline constexpr std::int64_t kPairedRowsMaxV = 1024;
 // See Engine::stats_chunk: how far ahead long rows fetch their logits, and
 // the smallest logits matrix that does.
 inline constexpr std::size_t kPrefetchAheadBytes = 4096;
@@ -435,6 +437,48 @@ struct Engine {
   cpu::ChunkStats stats_chunk(std::int64_t r, std::size_t c, Scratch<T>& s,
                               std::vector<cpu::Segment>* segs, T* e, double first_max) const {
     const T* z = logits_chunk(r, c, s);
+    const cpu::CoefSpec cs = stats_spec(r, c, s, z, segs, e, first_max);
+    cpu::ChunkStats st;
+    if constexpr (sizeof(T) == 4)
+      cpu::ChunkStatsF32(z, chunk_len(c), cs, &st);
+    else
+      cpu::ChunkStatsF64(z, chunk_len(c), cs, &st);
+    return st;
+  }
+
+  // Whether rows r and r + 1 may take their statistics together
+  // (stats_pair): rows of up to kPairedRowsMaxV float32 logits (and soft
+  // targets) used where they lie, so that each row's spec points into its
+  // own row, not into a shared conversion buffer.
+  bool can_pair_rows() const {
+    return sizeof(T) == 4 && pl.sz.cols <= kPairedRowsMaxV && pl.z.dtype == kNative &&
+           (!pl.soft || pl.p.dtype == kNative) && cpu::PairingRowsPays();
+  }
+
+  // stats_chunk of the one chunk of rows r and r + 1, side by side (see
+  // cpu::ChunkStats2F32: the same bits as two stats_chunk calls). Only where
+  // can_pair_rows().
+  void stats_pair(std::int64_t r, Scratch<T>& s, std::vector<cpu::Segment>* segs0, T* e0,
+                  std::vector<cpu::Segment>* segs1, T* e1, cpu::ChunkStats& st0, cpu::ChunkStats& st1) const {
+    if constexpr (sizeof(T) == 4) {
+      const T* z0 = logits_chunk(r, 0, s);
+      const T* z1 = logits_chunk(r + 1, 0, s);
+      // (Pairs run on logits in cache only, where the fetches matter
+      // little; two pairs ahead was the best distance streaming from memory,
+      // while that was tried: see run_batch.)
+      const std::int64_t ahead = 4;
+      const cpu::CoefSpec cs0 = stats_spec(r, 0, s, z0, segs0, e0, -kInf, ahead);
+      const cpu::CoefSpec cs1 = stats_spec(r + 1, 0, s, z1, segs1, e1, -kInf, ahead);
+      cpu::ChunkStats2F32(z0, z1, chunk_len(0), cs0, cs1, &st0, &st1);
+    } else {
+      st0 = stats_chunk(r, 0, s, segs0, e0, -kInf);
+      st1 = stats_chunk(r + 1, 0, s, segs1, e1, -kInf);
+    }
+  }
+
+  // The statistics spec of chunk c of row r, whose logits are z.
+  cpu::CoefSpec stats_spec(std::int64_t r, std::size_t c, Scratch<T>& s, const T* z,
+                           std::vector<cpu::Segment>* segs, T* e, double first_max, std::int64_t fetch_rows = -1) const {
     cpu::CoefSpec cs = coef_spec(r, c, s);
     cs.segments = segs;
     cs.e_out = e;
@@ -458,7 +502,7 @@ struct Engine {
     // fetches three rows ahead, a call with a gradient two. On Zen 3 (AVX2)
     // the row after next was 4% slower, so AVX2 fetches the next.
     const bool short_row = pl.nchunks == 1 && pl.sz.cols <= static_cast<std::int64_t>(cpu::kFixedRefMax);
-    const std::int64_t fetch_row = std::min(r + pl.fetch_rows, pl.sz.rows - 1);
+    const std::int64_t fetch_row = std::min(r + (fetch_rows >= 0 ? fetch_rows : pl.fetch_rows), pl.sz.rows - 1);
     if (short_row && fetch_row > r) {
       if (pl.z.dtype == kNative) cs.prefetch = row_ptr(pl.z.data, pl.z.dtype, pl.sz.stride, fetch_row);
       if (pl.soft && pl.p.dtype == kNative) cs.prefetch_p = row_ptr(pl.p.data, pl.p.dtype, pl.sp.stride, fetch_row);
@@ -480,12 +524,7 @@ struct Engine {
       if (pl.z.dtype == kNative) cs.prefetch = ahead(z, kPrefetchAheadBytes);
       if (pl.soft && pl.p.dtype == kNative) cs.prefetch_p = ahead(cs.p, kPrefetchAheadBytes);
     }
-    cpu::ChunkStats st;
-    if constexpr (sizeof(T) == 4)
-      cpu::ChunkStatsF32(z, chunk_len(c), cs, &st);
-    else
-      cpu::ChunkStatsF64(z, chunk_len(c), cs, &st);
-    return st;
+    return cs;
   }
 
   // The maximum of chunk 0 of row r: what stats_chunk(r, 0, ...).max gives
@@ -1039,6 +1078,48 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
         record(pend_r, prs, partial[static_cast<std::size_t>(pend_r / kRowBlock)]);
         pending = false;
       };
+      // Rows of up to kPairedRowsMaxV columns take their statistics two at a
+      // time (stats_pair) where both are computed (not skipped as ignored),
+      // when the logits are in cache. A row of ~1000 columns costs a fixed
+      // ~55–75 ns besides its elements (Zen 5, one thread, in cache: 168 ns
+      // at 1024 columns, 185 at 1000, against 0.109 ns per element on long
+      // rows), mostly chains of dependent operations (the maximum's and
+      // sums' horizontal reductions, the tail vectors, the call, the wait
+      // from the maximum pass to the first exp), which a second row's
+      // arithmetic overlaps. Zen 5, one process alternating paired and
+      // single rows 12–20 times (faster in every round): one thread, 1 MiB
+      // of logits, forward 256×1000 −11 to −13%, 512×500 −18%, 256×160
+      // −18%, label smoothing −12%, soft −9%; fwd+bwd −10%, smoothing −8%,
+      // soft −5%; 2 threads, 1–4 MiB, forward / fwd+bwd 8000×129 −19 / −13%,
+      // 4000×250 −15 / −11%, 2080×500 −16 / −12%, 1040×1000 −11 / −4%,
+      // 1000×1024 −11 / −7%; but 520×2000 −2 / −1%, 260×4000 −3 / +7%,
+      // 130×8000 +3 / 0: so up to 1024 columns. Streaming from memory the
+      // sign changed with the host's phase (2 threads, forward 65536×1000
+      // −9% and −1.5%, 131072×500 −6% and +9%; label smoothing +11%, soft
+      // +13%, fwd+bwd +7 to +16% whatever the fetch distance), so not there.
+      const bool pair = !pl.slow && !pipe && eng.can_pair_rows() && !eng.streams_from_memory();
+      std::vector<T> e_pair;  // the second row's exps
+      std::vector<cpu::Segment> segs_pair;
+      if (pair && want_grad && !recompute) e_pair.resize(s.e.size());
+      auto skipped = [&](std::int64_t r) { return !pl.soft && !pl.want_lse && target_of(pl, r) == pl.ignore_index; };
+      // A row's gradient (from its exps e, or recomputed) and record, after
+      // its statistics and finalize (the rows that are not interleaved).
+      auto finish_row = [&](std::int64_t r, const RowState& rs, const std::vector<cpu::Segment>* segs, const T* e,
+                            Partial& part) {
+        if (want_grad) {
+          for (std::size_t c = 0; c < pl.nchunks; ++c)
+            eng.grad_chunk(r, c, rs, s, segs[c], rs.ignored || recompute ? nullptr : e + eng.chunk_begin(c));
+          if (rs.fix && !rs.ignored && !eng.target_in_kernel()) {
+            if (pl.stream) cpu::StreamFence();  // order after the streamed row
+            eng.fix_target(r, rs);
+          }
+        }
+        record(r, rs, part);
+      };
+      // finalize's error test: a non-finite row is an error unless ignored.
+      auto failed = [&](const RowState& rs, bool ignored) {
+        return rs.err != RowError::kNone && !(ignored && rs.err == RowError::kNonFinite);
+      };
       const auto [b0, b1] = static_share(nblocks, tid, nth);
       for (std::int64_t blk = b0; blk < b1; ++blk) {
         Partial& part = partial[static_cast<std::size_t>(blk)];
@@ -1049,6 +1130,28 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
             const RowState rs = eng.slow_row(r, s, want_grad);
             if (rs.err != RowError::kNone) { note_error(tid, r, rs.err); break; }
             record(r, rs, part);
+            continue;
+          }
+          if (pair && r + 1 < r1 && !skipped(r) && !skipped(r + 1)) {
+            // Rows r and r + 1 (same partial block), finished in order.
+            T* const e0 = want_grad && !recompute ? s.e.data() : nullptr;
+            T* const e1 = want_grad && !recompute ? e_pair.data() : nullptr;
+            cpu::ChunkStats st0, st1;
+            eng.stats_pair(r, s, want_grad ? &s.segs[0] : nullptr, e0, want_grad ? &segs_pair : nullptr, e1, st0,
+                           st1);
+            RowState& rs0 = slot[0];
+            const bool ign0 = !pl.soft && target_of(pl, r) == pl.ignore_index;
+            eng.finalize(r, st0, rs0);
+            if (failed(rs0, ign0)) { note_error(tid, r, rs0.err); break; }
+            rs0.ignored = ign0;
+            finish_row(r, rs0, s.segs.data(), e0, part);
+            ++r;
+            RowState& rs1 = slot[1];
+            const bool ign1 = !pl.soft && target_of(pl, r) == pl.ignore_index;
+            eng.finalize(r, st1, rs1);
+            if (failed(rs1, ign1)) { note_error(tid, r, rs1.err); break; }
+            rs1.ignored = ign1;
+            finish_row(r, rs1, &segs_pair, e1, part);
             continue;
           }
           const bool ignored = !pl.soft && target_of(pl, r) == pl.ignore_index;
@@ -1069,7 +1172,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
             const double first_max = st.max;
             for (std::size_t c = 1; c < pl.nchunks; ++c) st = cpu::MergeStats(st, stats(c, first_max));
             eng.finalize(r, st, rs);
-            if (rs.err != RowError::kNone && !(ignored && rs.err == RowError::kNonFinite)) {
+            if (failed(rs, ignored)) {
               note_error(tid, r, rs.err);
               break;
             }
@@ -1083,16 +1186,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
             s.e.swap(e_other);
             s.segs.swap(segs_other);
           } else {
-            if (want_grad) {
-              for (std::size_t c = 0; c < pl.nchunks; ++c)
-                eng.grad_chunk(r, c, rs, s, s.segs[c],
-                               rs.ignored || recompute ? nullptr : s.e.data() + eng.chunk_begin(c));
-              if (rs.fix && !rs.ignored && !eng.target_in_kernel()) {
-                if (pl.stream) cpu::StreamFence();  // order after the streamed row
-                eng.fix_target(r, rs);
-              }
-            }
-            record(r, rs, part);
+            finish_row(r, rs, s.segs.data(), s.e.data(), part);
           }
         }
       }

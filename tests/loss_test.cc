@@ -721,6 +721,63 @@ TEST(CrossEntropyLoss, InterleavedRowsSameBitsFromEitherGradientSource) {
   }
 }
 
+// Rows of up to 1024 float32 logits in cache take their statistics two at
+// a time where both are computed (cpu::ChunkStats2F32): the same operations
+// per row as one at a time, so the same bits for the loss, the row losses,
+// the lse and the gradient, whatever breaks the pairs (ignored rows skipped
+// or computed for their lse, an odd block, a block's last row, the
+// threads) and with every option that changes the pass (weights,
+// smoothing, z-loss, soft targets, a forward only). (1023×1000: blocks of
+// 15 rows, ~4 MB of logits, the most that pairs.)
+TEST(CrossEntropyLoss, ShortRowsSameBitsPairedOrNot) {
+  for (auto [n, v] : {std::pair<std::int64_t, std::int64_t>{37, 129}, {301, 250}, {64, 1000}, {1023, 1000},
+                      {40, 1024}, {3, 1023}}) {
+    const Buffer z = random_logits(DType::kF32, n, v, 3.0, 61);
+    auto t = random_targets(n, v, 62);
+    for (std::int64_t r = 0; r < n; ++r)
+      if (r % 5 == 1 || r % 7 == 4) t[static_cast<std::size_t>(r)] = -100;
+    const Buffer p = random_soft(DType::kF32, n, v, 63);
+    std::vector<float> w(static_cast<std::size_t>(v));
+    for (std::int64_t c = 0; c < v; ++c) w[static_cast<std::size_t>(c)] = 0.5f + static_cast<float>(c % 3);
+    for (int kind = 0; kind < 4; ++kind)
+      for (const bool grad : {true, false})
+        for (const bool want_lse : {false, true})
+          for (const int threads : {1, 2}) {
+            SCOPED_TRACE(testing::Message() << n << "x" << v << " kind " << kind << (grad ? " fwd+bwd" : " fwd")
+                                            << (want_lse ? " lse" : "") << " threads " << threads);
+            CrossEntropyOptions o;
+            o.num_threads = threads;
+            if (kind == 1) o.class_weight = w.data();
+            if (kind == 2) o.class_weight = w.data(), o.label_smoothing = 0.1, o.z_loss = 1e-3;
+            const Targets tg = kind == 3 ? Targets::Soft(p.view()) : Targets::Index(t.data());
+            struct Out {
+              double loss;
+              std::vector<float> grad, row_loss, row_lse;
+            };
+            auto run = [&](bool pair) {
+              const ForcePairingRows force(pair);
+              Out out;
+              Buffer g(DType::kF32, n, v);
+              out.row_loss.assign(static_cast<std::size_t>(n), 0);
+              out.row_lse.assign(static_cast<std::size_t>(n), 0);
+              CrossEntropyOutputs outs;
+              if (grad) outs.grad = g.mut();
+              outs.row_loss = out.row_loss.data();
+              if (want_lse) outs.row_lse = out.row_lse.data();
+              out.loss = cross_entropy_loss(z.view(), tg, o, outs).loss;
+              out.grad.resize(g.bytes.size() / 4);
+              std::memcpy(out.grad.data(), g.bytes.data(), g.bytes.size());
+              return out;
+            };
+            const Out a = run(false), b = run(true);
+            EXPECT_EQ(std::memcmp(&a.loss, &b.loss, sizeof(double)), 0) << a.loss << " vs " << b.loss;
+            EXPECT_EQ(std::memcmp(a.grad.data(), b.grad.data(), a.grad.size() * 4), 0);
+            EXPECT_EQ(std::memcmp(a.row_loss.data(), b.row_loss.data(), a.row_loss.size() * 4), 0);
+            EXPECT_EQ(std::memcmp(a.row_lse.data(), b.row_lse.data(), a.row_lse.size() * 4), 0);
+          }
+  }
+}
+
 // Few long rows (column chunks over threads) keep each chunk's exps for its
 // gradient in the gradient buffer itself, or in a buffer of their own where
 // the gradient is the logits (in place); a thread whose
@@ -1264,6 +1321,41 @@ TEST(CrossEntropyLoss, ShortRowsErrorsInEveryTile) {
               expect_error(run, ErrorCode::kNonFinite,
                            {("logits[" + std::to_string(bad) + "][" + std::to_string(col) + "]").c_str()});
           }
+}
+
+// Errors in paired rows name the first failing row: either row of a pair,
+// the first of two failing rows of one pair, before a failing row of a later
+// pair; with and without a gradient, on 1 and 2 threads.
+TEST(CrossEntropyLoss, ShortRowsPairedErrors) {
+  const std::int64_t n = 64, v = 1000;
+  const ForcePairingRows force(true);
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const std::int64_t bad : {8, 9})
+    for (int kind = 0; kind < 2; ++kind)
+      for (const bool grad : {true, false})
+        for (const int threads : {1, 2}) {
+          SCOPED_TRACE(testing::Message() << "row " << bad << " kind " << kind << (grad ? " fwd+bwd" : " fwd")
+                                          << " threads " << threads);
+          Buffer z = random_logits(DType::kF32, n, v, 2.0, 71);
+          if (kind == 0) {
+            z.set(bad, 123, std::nan(""));
+            if (bad == 8) z.set(9, 5, inf);  // the pair's second row fails too
+          } else {
+            for (std::int64_t c = 0; c < v; ++c) z.set(bad, c, -inf);
+          }
+          z.set(40, 7, std::nan(""));  // a later pair (the other thread's, on 2)
+          const auto t = random_targets(n, v, 72);
+          Buffer g(DType::kF32, n, v);
+          CrossEntropyOptions o;
+          o.num_threads = threads;
+          CrossEntropyOutputs outs;
+          if (grad) outs.grad = g.mut();
+          auto run = [&] { cross_entropy_loss(z.view(), Targets::Index(t.data()), o, outs); };
+          if (kind == 1)
+            expect_error(run, ErrorCode::kUndefined, {("row " + std::to_string(bad)).c_str()});
+          else
+            expect_error(run, ErrorCode::kNonFinite, {("logits[" + std::to_string(bad) + "][123]").c_str()});
+        }
 }
 
 TEST(LossNames, DTypeAndReduction) {

@@ -180,4 +180,12 @@ struct ForceRecomputingExps {
   ForceRecomputingExps& operator=(const ForceRecomputingExps&) = delete;
 };
 
+// The same for cpu::PairingRowsPays() (short rows' statistics two at a time).
+struct ForcePairingRows {
+  explicit ForcePairingRows(bool pair) { cpu::SetPairingRowsForTest(pair ? 1 : 0); }
+  ~ForcePairingRows() { cpu::SetPairingRowsForTest(-1); }
+  ForcePairingRows(const ForcePairingRows&) = delete;
+  ForcePairingRows& operator=(const ForcePairingRows&) = delete;
+};
+
 }  // namespace xent::test

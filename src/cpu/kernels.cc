@@ -27,6 +27,10 @@ void StatsF32(const float* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
 void StatsF64(const double* z, size_t n, const CoefSpec& spec, ChunkStats* out) {
   ChunkStatsT<double>(z, n, spec, out);
 }
+void Stats2F32(const float* z0, const float* z1, size_t n, const CoefSpec& s0, const CoefSpec& s1, ChunkStats* o0,
+               ChunkStats* o1) {
+  ChunkStats2T<float>(z0, z1, n, s0, s1, o0, o1);
+}
 double MaxF32(const float* z, size_t n) { return ChunkMaxT<float>(z, n); }
 double MaxF64(const double* z, size_t n) { return ChunkMaxT<double>(z, n); }
 void GradF32(const float* z, size_t n, float* g, const GradSpec& spec) {
@@ -51,6 +55,7 @@ bool SmallRows(const SmallRowsSpec& sp, size_t r0, size_t r1, SmallRowsResult* o
 }
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 bool RecomputingExpsPays() { return HWY_TARGET <= HWY_AVX3; }
+bool PairingRowsPays() { return HWY_TARGET <= HWY_AVX3; }
 size_t ShortRowFetchRows(bool with_grad) { return HWY_TARGET <= HWY_AVX3 ? (with_grad ? 2 : 3) : 1; }
 
 }  // namespace xent::cpu::HWY_NAMESPACE
@@ -61,12 +66,14 @@ namespace xent::cpu {
 
 HWY_EXPORT(StatsF32);
 HWY_EXPORT(StatsF64);
+HWY_EXPORT(Stats2F32);
 HWY_EXPORT(MaxF32);
 HWY_EXPORT(MaxF64);
 HWY_EXPORT(GradF32);
 HWY_EXPORT(GradF64);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(RecomputingExpsPays);
+HWY_EXPORT(PairingRowsPays);
 HWY_EXPORT(ShortRowFetchRows);
 HWY_EXPORT(BceRow);
 HWY_EXPORT(ExpRow);
@@ -98,6 +105,10 @@ void ChunkStatsF32(const float* z, std::size_t n, const CoefSpec& spec, ChunkSta
 void ChunkStatsF64(const double* z, std::size_t n, const CoefSpec& spec, ChunkStats* out) {
   HWY_DYNAMIC_DISPATCH(StatsF64)(z, n, spec, out);
 }
+void ChunkStats2F32(const float* z0, const float* z1, std::size_t n, const CoefSpec& spec0, const CoefSpec& spec1,
+                    ChunkStats* out0, ChunkStats* out1) {
+  HWY_DYNAMIC_DISPATCH(Stats2F32)(z0, z1, n, spec0, spec1, out0, out1);
+}
 double ChunkMaxF32(const float* z, std::size_t n) { return HWY_DYNAMIC_DISPATCH(MaxF32)(z, n); }
 double ChunkMaxF64(const double* z, std::size_t n) { return HWY_DYNAMIC_DISPATCH(MaxF64)(z, n); }
 void ChunkGradF32(const float* z, std::size_t n, float* g, const GradSpec& spec) {
@@ -110,6 +121,7 @@ void StreamFence() { hwy::FlushStream(); }
 const char* KernelTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 namespace {
 std::atomic<int> recomputing_exps_for_test{-1};
+std::atomic<int> pairing_rows_for_test{-1};
 }  // namespace
 bool RecomputingExpsPays() {
   const int mode = recomputing_exps_for_test.load(std::memory_order_relaxed);
@@ -117,6 +129,11 @@ bool RecomputingExpsPays() {
 }
 std::size_t ShortRowFetchRows(bool with_grad) { return HWY_DYNAMIC_DISPATCH(ShortRowFetchRows)(with_grad); }
 void SetRecomputingExpsForTest(int mode) { recomputing_exps_for_test.store(mode, std::memory_order_relaxed); }
+bool PairingRowsPays() {
+  const int mode = pairing_rows_for_test.load(std::memory_order_relaxed);
+  return mode >= 0 ? mode == 1 : HWY_DYNAMIC_DISPATCH(PairingRowsPays)();
+}
+void SetPairingRowsForTest(int mode) { pairing_rows_for_test.store(mode, std::memory_order_relaxed); }
 
 }  // namespace xent::cpu
 #endif  // HWY_ONCE

@@ -136,6 +136,11 @@ struct GradSpec {
 
 void ChunkStatsF32(const float* z, std::size_t n, const CoefSpec& spec, ChunkStats* out);
 void ChunkStatsF64(const double* z, std::size_t n, const CoefSpec& spec, ChunkStats* out);
+// Two rows of n float32 logits each, side by side: the same results, bit
+// for bit, as ChunkStatsF32 on each. The specs must ask for the same things
+// (want_coef, w, p and e_out each set in both or in neither).
+void ChunkStats2F32(const float* z0, const float* z1, std::size_t n, const CoefSpec& spec0, const CoefSpec& spec1,
+                    ChunkStats* out0, ChunkStats* out1);
 // max_j z_j (-inf if every z_j is -inf): ChunkStats::max without the pass,
 // for a chunk with no NaN or +inf (with one, the row fails or is NaN anyway).
 double ChunkMaxF32(const float* z, std::size_t n);
@@ -228,5 +233,11 @@ std::size_t ShortRowFetchRows(bool with_grad);
 // or the run-time target's own answer again (-1), so that a test can run both
 // gradient sources on any CPU.
 void SetRecomputingExpsForTest(int mode);
+// Whether short rows take their statistics two at a time (ChunkStats2F32;
+// see run_batch in loss.cc): true on AVX-512, whose 32 registers hold two
+// rows' accumulators.
+bool PairingRowsPays();
+// Tests only: as SetRecomputingExpsForTest, for PairingRowsPays().
+void SetPairingRowsForTest(int mode);
 
 }  // namespace xent::cpu
