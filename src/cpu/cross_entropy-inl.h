@@ -692,13 +692,21 @@ void ChunkStats2CoefT(const T* z0, const T* z1, size_t n, const CoefSpec& s0, co
   return StatsImpl2<true, false, false, kStoreE>(d, z0, z1, n, s0, s1, o0, o1);
 }
 
+// (Only AVX-512 pairs rows (PairingRowsPays in kernels.cc); elsewhere, where
+// only the tests ask for pairs, the rows run one after the other, which keeps
+// the paired pass's copies out of the other targets' code and compile time.)
 template <class T>
 void ChunkStats2T(const T* z0, const T* z1, size_t n, const CoefSpec& s0, const CoefSpec& s1, ChunkStats* o0,
                   ChunkStats* o1) {
+#if HWY_TARGET <= HWY_AVX3
   *o0 = ChunkStats{};
   *o1 = ChunkStats{};
   if (s0.e_out) return ChunkStats2CoefT<true>(z0, z1, n, s0, s1, o0, o1);
   return ChunkStats2CoefT<false>(z0, z1, n, s0, s1, o0, o1);
+#else
+  ChunkStatsT<T>(z0, n, s0, o0);
+  ChunkStatsT<T>(z1, n, s1, o1);
+#endif
 }
 
 // The maximum of z[0, n) in fp64, -inf if every element is -inf: the value
