@@ -358,6 +358,11 @@ std::int64_t target_of(const Plan& pl, std::int64_t r) {
                 : static_cast<const std::int32_t*>(pl.targets)[r];
 }
 
+// Whether row r's index target is the ignore index (soft rows never are).
+bool row_ignored(const Plan& pl, std::int64_t r) { return !pl.soft && target_of(pl, r) == pl.ignore_index; }
+// Whether row r needs no statistics at all: ignored, and its lse not asked for.
+bool row_skipped(const Plan& pl, std::int64_t r) { return !pl.want_lse && row_ignored(pl, r); }
+
 // Per-thread staging buffers for rows that are not in the compute type.
 template <class T>
 struct Scratch {
@@ -463,12 +468,8 @@ struct Engine {
     if constexpr (sizeof(T) == 4) {
       const T* z0 = logits_chunk(r, 0, s);
       const T* z1 = logits_chunk(r + 1, 0, s);
-      // (Pairs run on logits in cache only, where the fetches matter
-      // little; two pairs ahead was the best distance streaming from memory,
-      // while that was tried: see run_batch.)
-      const std::int64_t ahead = 4;
-      const cpu::CoefSpec cs0 = stats_spec(r, 0, s, z0, segs0, e0, -kInf, ahead);
-      const cpu::CoefSpec cs1 = stats_spec(r + 1, 0, s, z1, segs1, e1, -kInf, ahead);
+      const cpu::CoefSpec cs0 = stats_spec(r, 0, s, z0, segs0, e0, -kInf);
+      const cpu::CoefSpec cs1 = stats_spec(r + 1, 0, s, z1, segs1, e1, -kInf);
       cpu::ChunkStats2F32(z0, z1, chunk_len(0), cs0, cs1, &st0, &st1);
     } else {
       st0 = stats_chunk(r, 0, s, segs0, e0, -kInf);
@@ -478,7 +479,7 @@ struct Engine {
 
   // The statistics spec of chunk c of row r, whose logits are z.
   cpu::CoefSpec stats_spec(std::int64_t r, std::size_t c, Scratch<T>& s, const T* z,
-                           std::vector<cpu::Segment>* segs, T* e, double first_max, std::int64_t fetch_rows = -1) const {
+                           std::vector<cpu::Segment>* segs, T* e, double first_max) const {
     cpu::CoefSpec cs = coef_spec(r, c, s);
     cs.segments = segs;
     cs.e_out = e;
@@ -502,7 +503,7 @@ struct Engine {
     // fetches three rows ahead, a call with a gradient two. On Zen 3 (AVX2)
     // the row after next was 4% slower, so AVX2 fetches the next.
     const bool short_row = pl.nchunks == 1 && pl.sz.cols <= static_cast<std::int64_t>(cpu::kFixedRefMax);
-    const std::int64_t fetch_row = std::min(r + (fetch_rows >= 0 ? fetch_rows : pl.fetch_rows), pl.sz.rows - 1);
+    const std::int64_t fetch_row = std::min(r + pl.fetch_rows, pl.sz.rows - 1);
     if (short_row && fetch_row > r) {
       if (pl.z.dtype == kNative) cs.prefetch = row_ptr(pl.z.data, pl.z.dtype, pl.sz.stride, fetch_row);
       if (pl.soft && pl.p.dtype == kNative) cs.prefetch_p = row_ptr(pl.p.data, pl.p.dtype, pl.sp.stride, fetch_row);
@@ -1101,7 +1102,6 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       std::vector<T> e_pair;  // the second row's exps
       std::vector<cpu::Segment> segs_pair;
       if (pair && want_grad && !recompute) e_pair.resize(s.e.size());
-      auto skipped = [&](std::int64_t r) { return !pl.soft && !pl.want_lse && target_of(pl, r) == pl.ignore_index; };
       // A row's gradient (from its exps e, or recomputed) and record, after
       // its statistics and finalize (the rows that are not interleaved).
       auto finish_row = [&](std::int64_t r, const RowState& rs, const std::vector<cpu::Segment>* segs, const T* e,
@@ -1120,6 +1120,20 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
       auto failed = [&](const RowState& rs, bool ignored) {
         return rs.err != RowError::kNone && !(ignored && rs.err == RowError::kNonFinite);
       };
+      // A paired row after its statistics: finalize, then its gradient and
+      // record; false (the error noted) where the row fails.
+      auto complete_row = [&](std::int64_t r, const cpu::ChunkStats& st, RowState& rs,
+                              const std::vector<cpu::Segment>* segs, const T* e, Partial& part) {
+        const bool ignored = row_ignored(pl, r);
+        eng.finalize(r, st, rs);
+        if (failed(rs, ignored)) {
+          note_error(tid, r, rs.err);
+          return false;
+        }
+        rs.ignored = ignored;
+        finish_row(r, rs, segs, e, part);
+        return true;
+      };
       const auto [b0, b1] = static_share(nblocks, tid, nth);
       for (std::int64_t blk = b0; blk < b1; ++blk) {
         Partial& part = partial[static_cast<std::size_t>(blk)];
@@ -1132,29 +1146,19 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
             record(r, rs, part);
             continue;
           }
-          if (pair && r + 1 < r1 && !skipped(r) && !skipped(r + 1)) {
+          if (pair && r + 1 < r1 && !row_skipped(pl, r) && !row_skipped(pl, r + 1)) {
             // Rows r and r + 1 (same partial block), finished in order.
             T* const e0 = want_grad && !recompute ? s.e.data() : nullptr;
             T* const e1 = want_grad && !recompute ? e_pair.data() : nullptr;
             cpu::ChunkStats st0, st1;
             eng.stats_pair(r, s, want_grad ? &s.segs[0] : nullptr, e0, want_grad ? &segs_pair : nullptr, e1, st0,
                            st1);
-            RowState& rs0 = slot[0];
-            const bool ign0 = !pl.soft && target_of(pl, r) == pl.ignore_index;
-            eng.finalize(r, st0, rs0);
-            if (failed(rs0, ign0)) { note_error(tid, r, rs0.err); break; }
-            rs0.ignored = ign0;
-            finish_row(r, rs0, s.segs.data(), e0, part);
+            if (!complete_row(r, st0, slot[0], s.segs.data(), e0, part)) break;
             ++r;
-            RowState& rs1 = slot[1];
-            const bool ign1 = !pl.soft && target_of(pl, r) == pl.ignore_index;
-            eng.finalize(r, st1, rs1);
-            if (failed(rs1, ign1)) { note_error(tid, r, rs1.err); break; }
-            rs1.ignored = ign1;
-            finish_row(r, rs1, &segs_pair, e1, part);
+            if (!complete_row(r, st1, slot[1], &segs_pair, e1, part)) break;
             continue;
           }
-          const bool ignored = !pl.soft && target_of(pl, r) == pl.ignore_index;
+          const bool ignored = row_ignored(pl, r);
           RowState& rs = slot[cur];
           if (ignored && !pl.want_lse) {
             rs = eng.kFreshRow;
@@ -1206,8 +1210,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
     std::vector<RowState> rows(static_cast<std::size_t>(N));
     std::vector<char> skip(static_cast<std::size_t>(N), 0);
     for (std::int64_t r = 0; r < N; ++r)
-      skip[static_cast<std::size_t>(r)] =
-          !pl.soft && !pl.want_lse && target_of(pl, r) == pl.ignore_index;
+      skip[static_cast<std::size_t>(r)] = row_skipped(pl, r);
     // With a gradient, each chunk's exps are kept from its statistics for its
     // gradient (the same values the gradient pass would recompute, so the
     // same bits as the row-wise path), up to kChunkedExpsMax elements in all:
@@ -1266,7 +1269,7 @@ RunResult run_batch(const Plan& pl, const CrossEntropyOutputs& outs, int nthread
 #pragma omp single
       for (std::int64_t r = 0; r < N; ++r) {
         RowState& rs = rows[static_cast<std::size_t>(r)];
-        const bool ignored = !pl.soft && target_of(pl, r) == pl.ignore_index;
+        const bool ignored = row_ignored(pl, r);
         if (skip[static_cast<std::size_t>(r)]) {
           rs.ignored = true;
           continue;

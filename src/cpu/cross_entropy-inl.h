@@ -572,7 +572,7 @@ struct StatsPass {
     }
   }
 
-  HWY_INLINE void Finish(const CoefSpec& spec, ChunkStats* out) {
+  HWY_INLINE void Finish(ChunkStats* out) {
     // Flag NaN and +inf (a finite Σz that overflowed only costs a rescan).
     // With kExpKeepsNaN: a NaN logit made Σexp NaN, and a +inf one raised the
     // reference to +inf (its own term is counted as a 1, every other one is
@@ -594,7 +594,7 @@ struct StatsPass {
       if constexpr (kW)
         out->coef_sum = st.csum.Total();
       else if constexpr (kP)
-        out->coef_sum = spec.a * st.psum.Total() + spec.b * static_cast<double>(n);
+        out->coef_sum = st.coef_a * st.psum.Total() + st.coef_b * static_cast<double>(n);
       else
         out->coef_sum = static_cast<double>(n);
       // cdot is relative to ref; if the chunk is all -inf, ref stayed at
@@ -606,7 +606,6 @@ struct StatsPass {
       out->p_bad = !hn::AllFalse(d, hn::Or(hn::Lt(st.pmin, hn::Zero(d)), hn::Gt(st.pmax, hn::Set(d, T(1))))) ||
                    std::isnan(out->p_sum);
     }
-    (void)spec;
   }
 };
 
@@ -642,7 +641,7 @@ void StatsImpl(D d, const hn::TFromD<D>* HWY_RESTRICT z, size_t n,
   StatsPass<kCoef, kW, kP, kStoreE, D> r(d, z, n, spec);
   r.Begin(spec);
   RunStatsPasses(n, hn::Lanes(d), r);
-  r.Finish(spec, out);
+  r.Finish(out);
 }
 
 // Two rows' passes side by side (rows of the same length n, each with its
@@ -658,8 +657,8 @@ void StatsImpl2(D d, const hn::TFromD<D>* HWY_RESTRICT z0, const hn::TFromD<D>* 
   r0.Begin(spec0);
   r1.Begin(spec1);
   RunStatsPasses(n, hn::Lanes(d), r0, r1);
-  r0.Finish(spec0, out0);
-  r1.Finish(spec1, out1);
+  r0.Finish(out0);
+  r1.Finish(out1);
 }
 
 template <bool kStoreE, class T>
